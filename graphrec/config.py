@@ -1,0 +1,162 @@
+"""Strict configuration: frozen dataclasses filled from YAML files and ``--set a.b=value``.
+
+Unknown keys are errors that list the valid ones, so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not match the schema."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How the target behavior is split into train / valid / test."""
+
+    #: "file": the source's own test file (per-user text formats); "last": each user's latest
+    #: purchase by timestamp; "random": one seeded random purchase per user; "auto": file if the
+    #: source has one, else last if it has timestamps, else random.
+    test: str = "auto"
+    #: Hold one seeded purchase per user out of train as validation (users with ≥ 2 train purchases).
+    valid: bool = True
+    seed: int = 2024
+
+    def __post_init__(self) -> None:
+        if self.test not in ("auto", "file", "last", "random"):
+            raise ConfigError(f"split.test must be one of auto, file, last, random; got {self.test!r}")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    #: Source format; None detects it from the path (a folder of per-user text files, .csv, .parquet).
+    format: str | None = None
+    #: Behavior cascade, upstream first, target last, e.g. [view, cart, buy]. None: the format's default
+    #: for per-user text folders (the behaviors whose files are present); required for csv/parquet.
+    behaviors: list[str] | None = None
+    #: Column names in a long-format log, if they differ from user, item, behavior, timestamp.
+    columns: dict[str, str] = field(default_factory=dict)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    #: Relationships per write transaction (rows are grouped per user inside a batch).
+    batch_rows: int = 20000
+
+    def __post_init__(self) -> None:
+        if self.batch_rows < 1:
+            raise ConfigError(f"ingest.batch_rows must be ≥ 1; got {self.batch_rows}")
+        unknown = set(self.columns) - {"user", "item", "behavior", "timestamp"}
+        if unknown:
+            raise ConfigError(
+                f"ingest.columns has unknown keys {sorted(unknown)}; valid: user, item, behavior, timestamp"
+            )
+
+
+@dataclass(frozen=True)
+class Config:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+
+
+def _strip_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where or 'config'}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = _strip_optional(hints[name])
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, path)
+        else:
+            kwargs[name] = _check_type(tp, value, path)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def _check_type(tp: Any, value: Any, path: str) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp) or tp
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        list: lambda v: isinstance(v, list),
+        dict: lambda v: isinstance(v, dict),
+    }.get(origin)
+    if ok is not None and not ok(value):
+        raise ConfigError(f"{path}: expected {getattr(origin, '__name__', origin)}, got {value!r}")
+    if origin is float:
+        return float(value)
+    return value
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``a.b=value`` → ``{"a": {"b": value}}`` with the value parsed as YAML (numbers, lists, bools)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value (e.g. ingest.split.seed=7); got {text!r}")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults ← YAML file ← ``--set`` overrides, validated strictly."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping")
+        data = loaded
+    for o in overrides:
+        data = _merge(data, parse_override(o))
+    return _build(Config, data, "")
