@@ -1,0 +1,5 @@
+// description: Relationships of one dataset per type (base behaviors and derived unique relations) and split.
+// params: dataset:str
+MATCH (u:User {dataset: $dataset})-[r]->(:Item)
+RETURN type(r) AS type, coalesce(r.split, r.holdout) AS split, count(*) AS relationships
+ORDER BY type, split

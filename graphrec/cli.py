@@ -1,0 +1,272 @@
+"""``graphrec``: a thin command-line shell over the library. Every command has --help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+EXIT_INPUT = 2  # bad input or usage
+EXIT_FAILURE = 1  # the work itself failed (server, integrity)
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Neo4j connection (default: the managed local server, started on demand)")
+    g.add_argument("--uri", help="use this server instead, e.g. bolt://host:7687 (env NEO4J_URI)")
+    g.add_argument("--username", help="user name for --uri (env NEO4J_USERNAME)")
+    g.add_argument("--password", help="password for --uri (env NEO4J_PASSWORD; prefer the env variable)")
+    g.add_argument("--database", help="database name on that server (env NEO4J_DATABASE; default: the server's)")
+
+
+def _driver(args: argparse.Namespace):
+    from graphrec.neo4j import connection
+
+    target = connection.resolve(args.uri, args.username, args.password, args.database, args.home)
+    _log(f"Neo4j: {connection.describe(target)}")
+    return connection.connect(target, log=_log), target.database
+
+
+# --------------------------------------------------------------------------------------------- neo4j
+
+
+def cmd_neo4j(args: argparse.Namespace) -> int:
+    from graphrec.neo4j import server
+
+    home = Path(args.home).resolve() if args.home else server.default_home()
+    if args.action == "install":
+        rt = server.install(log=_log, force=args.force)
+        print(f"Neo4j runtime ready in {rt / 'target'}")
+    elif args.action == "start":
+        info = server.start(home, heap=args.heap, pagecache=args.pagecache, log=_log)
+        print(f"running: pid {info.pid}, {info.uri}, data in {home / 'neo4j'}")
+    elif args.action == "stop":
+        info = server.stop(home)
+        print(f"stopped pid {info.pid}" if info else f"no managed Neo4j running for {home}")
+    elif args.action == "status":
+        info = server.status(home)
+        if info is None:
+            print(f"not running (home {home}; runtime {'built' if server.is_installed() else 'not built'})")
+            return 3
+        listening = ", ".join(f"{a}:{p}" for a, p in server.listening_addresses(info.pid))
+        print(f"running: pid {info.pid}, {info.uri}, data in {home / 'neo4j'}, listening on {listening}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- ingest
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from graphrec.config import load_config
+    from graphrec.progress import Progress, format_table
+    from ingest import load
+    from ingest.readers import read_source
+
+    overrides = list(args.set or [])
+    if args.behaviors:
+        overrides.append("ingest.behaviors=[" + args.behaviors + "]")
+    if args.format:
+        overrides.append(f"ingest.format={args.format}")
+    if args.seed is not None:
+        overrides.append(f"ingest.split.seed={args.seed}")
+    cfg = load_config(args.config, overrides).ingest
+    load.validate_dataset_name(args.dataset)
+    t0 = time.perf_counter()
+    _log(f"reading {args.source} ...")
+    data = read_source(args.source, cfg.format, cfg.behaviors, cfg.columns, skip_bad_rows=args.skip_bad_rows)
+    if len(data.rejected):
+        rejects = Path(args.rejects) if args.rejects else Path(args.home or ".graphrec") / "rejected" / f"{args.dataset}.tsv"
+        rejects.parent.mkdir(parents=True, exist_ok=True)
+        data.rejected.to_csv(rejects, sep="\t", index=False)
+        _log(f"set aside {len(data.rejected):,} bad rows → {rejects}")
+    prepared = load.prepare(data, args.dataset, cfg.split)
+    read_s = time.perf_counter() - t0
+    _log(f"read {data.raw_rows:,} interactions in {read_s:.1f} s ({data.raw_rows / max(read_s, 1e-9):,.0f} rows/s); "
+         f"behaviors {data.behaviors}; test split: {prepared.split_method}")
+    driver, database = _driver(args)
+    progress = Progress()
+    try:
+        report = load.ingest(driver, prepared, replace=args.replace, batch_rows=cfg.batch_rows, progress=progress,
+                             database=database)
+    finally:
+        driver.close()
+    base = {load.rel_type(b) for b in prepared.behaviors.order}
+    rows = []
+    for key, n in report.counts.items():
+        kind = "node" if key in ("users", "items") else ("split" if ":" in key else
+                                                         ("base" if key in base else "derived"))
+        rows.append([key, kind, n])
+    print(f"dataset {report.dataset}: {report.outcome} in {time.perf_counter() - t0:.1f} s "
+          f"(rejected rows: {len(data.rejected):,})")
+    if report.phases:
+        print(format_table(["phase", "rows", "seconds", "rows/s"],
+                           [[p.name, p.rows, round(p.seconds, 2), round(p.rate)] for p in report.phases]))
+    print(format_table(["count", "kind", "value"], rows))
+    return 0
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    from graphrec.progress import Progress
+    from ingest import load
+
+    driver, database = _driver(args)
+    try:
+        if load.dataset_state(driver, args.dataset, database) is None:
+            print(f"no dataset named {args.dataset!r}")
+            return EXIT_INPUT
+        load.delete_dataset(driver, args.dataset, database, Progress())
+    finally:
+        driver.close()
+    print(f"dropped dataset {args.dataset}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- cypher / inspect
+
+
+def cmd_cypher(args: argparse.Namespace) -> int:
+    from graphrec.progress import format_table
+    from graphrec.queries import format_result, get_query, load_queries, run_query
+
+    if args.action == "list":
+        qs = load_queries()
+        print(format_table(["name", "parameters", "description"],
+                           [[q.name, q.signature(), q.description] for q in qs.values()]))
+        return 0
+    query = get_query(args.name)
+    raw = {}
+    for item in args.param or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param expects key=value, got {item!r}")
+        raw[k] = v
+    params = query.bind(raw)
+    driver, database = _driver(args)
+    try:
+        cols, rows = run_query(driver, query, params, database)
+    finally:
+        driver.close()
+    print(format_result(cols, rows, args.format))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from graphrec.inspect import dataset_report
+
+    driver, database = _driver(args)
+    try:
+        report = dataset_report(driver, args.dataset, top=args.top, database=database)
+    finally:
+        driver.close()
+    if args.format == "json":
+        print(json.dumps({k: v for k, v in report.__dict__.items() if k != "behaviors"}
+                         | {"behaviors": list(report.behaviors.order)}, indent=2, default=str))
+    else:
+        print(report.render())
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphrec", description="graphrec: multi-behavior GNN "
+                                "recommendation on a Neo4j graph.")
+    p.add_argument("--home", help="local state directory (managed Neo4j, rejected rows); env GRAPHREC_HOME, "
+                   "default ./.graphrec")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    n = sub.add_parser("neo4j", help="install, start, stop or check the managed local Neo4j",
+                       description="The managed Neo4j Community server: Bolt on 127.0.0.1 only, no usage reports.")
+    n.add_argument("action", choices=["install", "start", "stop", "status"],
+                   help="install: fetch Neo4j with Maven and build the launcher; start/stop/status: the server for --home")
+    n.add_argument("--heap", default="2g", help="JVM heap for start (default 2g)")
+    n.add_argument("--pagecache", default="512m", help="page cache for start (default 512m)")
+    n.add_argument("--force", action="store_true", help="install: re-fetch and rebuild")
+    n.set_defaults(func=cmd_neo4j)
+
+    i = sub.add_parser("ingest", help="load an interaction log into Neo4j as a multi-behavior graph",
+                       description="Read a log, validate it completely, then write users, items, one relationship "
+                       "type per behavior and the derived unique relations into Neo4j. Re-running resumes an "
+                       "interrupted ingest; identical input is a no-op.")
+    i.add_argument("--dataset", required=True, help="name of the dataset in the database, e.g. beibei")
+    i.add_argument("--source", required=True, help="a per-user text folder (train.txt, test.txt, cart.txt, pv.txt) "
+                   "or a long-format .csv/.tsv/.parquet with columns user, item, behavior[, timestamp]")
+    i.add_argument("--format", choices=["beibei", "taobao", "tmall", "ghcf", "csv", "parquet"],
+                   help="source format (default: detected from the path)")
+    i.add_argument("--behaviors", help="behavior cascade, upstream first, target last, e.g. view,cart,buy")
+    i.add_argument("--config", help="YAML config (see configs/)")
+    i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. ingest.split.seed=7")
+    i.add_argument("--seed", type=int, help="seed of the train/valid/test split (default 2024)")
+    i.add_argument("--replace", action="store_true", help="delete this dataset first and rebuild it")
+    i.add_argument("--skip-bad-rows", action="store_true",
+                   help="set bad rows aside in a file (see --rejects) instead of stopping at the first")
+    i.add_argument("--rejects", help="where --skip-bad-rows writes rejected rows (default HOME/rejected/DATASET.tsv)")
+    _connection_args(i)
+    i.set_defaults(func=cmd_ingest)
+
+    d = sub.add_parser("drop", help="delete one dataset from the database", description="Delete a dataset's nodes, "
+                       "relationships and record in bounded transactions.")
+    d.add_argument("--dataset", required=True)
+    _connection_args(d)
+    d.set_defaults(func=cmd_drop)
+
+    c = sub.add_parser("cypher", help="list or run the named queries of cypher/",
+                       description="Named, parameterized Cypher queries for dataset inspection.")
+    csub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cl = csub.add_parser("list", help="list the queries and their parameters")
+    cl.set_defaults(func=cmd_cypher)
+    cr = csub.add_parser("run", help="run one query", description="Run a named query; parameters are typed and "
+                         "passed as Cypher parameters.")
+    cr.add_argument("name", help="query name (see `graphrec cypher list`)")
+    cr.add_argument("--param", action="append", metavar="KEY=VALUE", help="a query parameter, e.g. dataset=beibei")
+    cr.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    _connection_args(cr)
+    cr.set_defaults(func=cmd_cypher)
+
+    s = sub.add_parser("inspect", help="report on one dataset: counts, funnel, violations, degrees, popular items",
+                       description="Print a dataset report built from the queries in cypher/.")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--top", type=int, default=10, help="how many popular items to list")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    _connection_args(s)
+    s.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from graphrec.config import ConfigError
+    from graphrec.inspect import DatasetNotFound
+    from graphrec.neo4j.server import Neo4jRuntimeError
+    from graphrec.queries import QueryError
+    from ingest.load import DatasetConflict, IntegrityError
+    from ingest.readers import InputError
+
+    handlers: list[tuple[tuple[type[BaseException], ...], int]] = [
+        ((InputError, ConfigError, QueryError, DatasetConflict, DatasetNotFound, ValueError), EXIT_INPUT),
+        ((IntegrityError, Neo4jRuntimeError, ConnectionError), EXIT_FAILURE),
+    ]
+    try:
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except KeyboardInterrupt:
+        _log("interrupted")
+        return 130
+    except Exception as exc:
+        for types, code in handlers:
+            if isinstance(exc, types):
+                _log(f"error: {exc}")
+                return code
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

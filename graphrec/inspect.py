@@ -1,0 +1,93 @@
+"""The dataset report of ``graphrec inspect``, assembled from the named queries in ``cypher/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import neo4j
+
+from graphrec.progress import format_table
+from graphrec.queries import get_query, run_query
+from graphrec.schema import Behaviors, rel_type
+
+
+class DatasetNotFound(LookupError):
+    pass
+
+
+@dataclass
+class Report:
+    dataset: str
+    status: str
+    behaviors: Behaviors
+    nodes: dict[str, int]
+    relationships: list[dict[str, Any]]  # type, kind, split, count
+    funnel: list[dict[str, Any]]
+    degrees: list[dict[str, Any]]
+    popular: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.relationships:
+            out[r["type"]] = out.get(r["type"], 0) + r["relationships"]
+        return out
+
+    def render(self) -> str:
+        parts = [f"# dataset {self.dataset}  (status: {self.status}; behaviors: {self.behaviors}; "
+                 f"target: {self.behaviors.target})", ""]
+        parts += ["## nodes", format_table(["label", "nodes"], list(self.nodes.items())), ""]
+        parts += ["## relationships",
+                  format_table(["type", "kind", "split / holdout", "relationships"],
+                               [[r["type"], r["kind"], r["split"] or "", r["relationships"]] for r in self.relationships]),
+                  ""]
+        if self.funnel:
+            parts += ["## funnel and cascade violations (all splits)",
+                      format_table(["upstream → downstream", "upstream pairs", "downstream pairs", "both",
+                                    "conversion", "downstream without upstream"],
+                                   [[f"{f['upstream']} → {f['downstream']}", f["upstream_pairs"], f["downstream_pairs"],
+                                     f["both_pairs"], f"{100 * (f['conversion'] or 0):.2f}%", f["violations"]]
+                                    for f in self.funnel]), ""]
+        parts += ["## degree quantiles per behavior",
+                  format_table(["type", "side", "min", "p25", "p50", "p90", "p99", "max", "mean"],
+                               [[d["type"], d["side"], d["min"], d["p25"], d["p50"], d["p90"], d["p99"], d["max"],
+                                 d["mean"]] for d in self.degrees]), ""]
+        parts += [f"## most popular items ({rel_type(self.behaviors.target)})",
+                  format_table(["rank", "item", "interactions"],
+                               [[k + 1, p["item"], p["interactions"]] for k, p in enumerate(self.popular)])]
+        return "\n".join(parts)
+
+
+def _rows(driver: neo4j.Driver, name: str, database: str | None, **params: Any) -> list[dict[str, Any]]:
+    q = get_query(name)
+    cols, rows = run_query(driver, q, q.bind({k: str(v) for k, v in params.items()}), database)
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def dataset_report(driver: neo4j.Driver, dataset: str, top: int = 10, database: str | None = None) -> Report:
+    meta = [d for d in _rows(driver, "datasets", database) if d["dataset"] == dataset]
+    if not meta:
+        names = [d["dataset"] for d in _rows(driver, "datasets", database)]
+        raise DatasetNotFound(f"no dataset named {dataset!r} in this database; among choices: "
+                              f"{', '.join(names) or '(none: run graphrec ingest first)'}")
+    behaviors = Behaviors(tuple(meta[0]["behaviors"]))
+    nodes = {r["label"]: r["nodes"] for r in _rows(driver, "node-counts", database, dataset=dataset)}
+    base = {rel_type(b) for b in behaviors.order}
+    rels = []
+    for r in _rows(driver, "rel-counts", database, dataset=dataset):
+        r["kind"] = "base" if r["type"] in base else "derived"
+        rels.append(r)
+    funnel = []
+    pairs = list(zip(behaviors.order, behaviors.order[1:]))
+    if len(behaviors.order) > 2:
+        pairs += [(b, behaviors.target) for b in behaviors.order[:-2]]
+    for up, down in pairs:
+        row = _rows(driver, "pair-overlap", database, dataset=dataset, upstream=rel_type(up), downstream=rel_type(down))[0]
+        funnel.append({"upstream": up, "downstream": down, **row})
+    degrees = []
+    for b in behaviors.order:
+        for d in _rows(driver, "degree-quantiles", database, dataset=dataset, type=rel_type(b)):
+            degrees.append({"type": rel_type(b), **d})
+    popular = _rows(driver, "popular-items", database, dataset=dataset, type=rel_type(behaviors.target), limit=top)
+    return Report(dataset, meta[0]["status"], behaviors, nodes, rels, funnel, degrees, popular)
