@@ -1,0 +1,119 @@
+"""Shared fixtures: tiny hand-written datasets with known answers, and a real Neo4j server.
+
+The server is the managed one, started once per test session in a temporary home (or the server
+named by NEO4J_URI). There are no mocks of the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+# The tiny long-format log. Timestamps make the split deterministic under split.test=last:
+#   u1 buys a(6), b(7), d(8) → test d, valid b, train a
+#   u2 buys c(4), a(5)       → test a, train c (only one left, so no valid)
+#   u3 buys nothing
+# u1 views a twice (ts 1 and 9) → one VIEW relationship with count 2 and ts 1.
+TINY_CSV = """user,item,behavior,timestamp
+u1,a,view,1
+u1,b,view,2
+u1,c,view,3
+u1,a,cart,4
+u1,b,cart,5
+u1,a,buy,6
+u1,b,buy,7
+u1,d,buy,8
+u1,a,pv,9
+u2,a,view,1
+u2,c,view,2
+u2,c,cart,3
+u2,c,buy,4
+u2,a,buy,5
+u3,b,view,1
+u3,b,cart,2
+u3,c,cart,3
+"""
+
+# Hand-computed from the log above, with train purchases only on the "not" side.
+TINY_EXPECTED_DERIVED = {
+    # view − cart
+    "VIEW_NOT_CART": {("u1", "c", None), ("u2", "a", None)},
+    # view − buy(train = {u1:a, u2:c}); b of u1 is the valid purchase, a of u2 the test purchase
+    "VIEW_NOT_BUY": {("u1", "b", "valid"), ("u1", "c", None), ("u2", "a", "test"), ("u3", "b", None)},
+    # cart − buy(train)
+    "CART_NOT_BUY": {("u1", "b", "valid"), ("u3", "b", None), ("u3", "c", None)},
+}
+TINY_EXPECTED_COUNTS = {
+    "users": 3, "items": 4, "VIEW": 6, "CART": 5, "BUY": 5,
+    "BUY:train": 2, "BUY:valid": 1, "BUY:test": 2,
+    "VIEW_NOT_CART": 2, "VIEW_NOT_BUY": 4, "CART_NOT_BUY": 3,
+}
+
+# A tiny per-user text folder (GHCF/HPMR layout): cart.txt, train.txt, test.txt.
+TINY_FOLDER = {
+    "cart.txt": "0 1 2 3\n1 0 2\n2 3\n",
+    "train.txt": "0 1 2\n1 0\n2 3\n",
+    "test.txt": "0 3\n1 2\n2 1\n",
+}
+
+
+@pytest.fixture
+def tiny_csv(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.csv"
+    p.write_text(TINY_CSV)
+    return p
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    d = tmp_path / "tinyfolder"
+    d.mkdir()
+    for name, text in TINY_FOLDER.items():
+        (d / name).write_text(text)
+    return d
+
+
+@pytest.fixture
+def dataset_name(request: pytest.FixtureRequest) -> str:
+    """A dataset name unique to the test, so tests sharing one database never collide."""
+    return "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+
+
+class Neo4jHandle:
+    def __init__(self, driver, home: Path, uri: str | None):
+        self.driver, self.home, self.uri = driver, home, uri
+
+    def cli_args(self) -> list[str]:
+        """Global + connection arguments that point the CLI at this server."""
+        return ["--home", str(self.home)]
+
+    def conn_args(self) -> list[str]:
+        return ["--uri", self.uri] if self.uri else []
+
+
+@pytest.fixture(scope="session")
+def neo4j_server(tmp_path_factory: pytest.TempPathFactory):
+    from graphrec.neo4j import connection, server
+
+    uri = os.environ.get("NEO4J_URI")
+    home = tmp_path_factory.mktemp("graphrec-home")
+    if uri is None and not server.is_installed():
+        pytest.fail("the Neo4j runtime is not built: run `make setup` (or `graphrec neo4j install`) first")
+    driver = connection.connect(connection.resolve(uri=uri, home=home), log=lambda s: None)
+    yield Neo4jHandle(driver, home, uri)
+    driver.close()
+    if uri is None:
+        server.stop(home)
+
+
+@pytest.fixture
+def neo4j_db(neo4j_server: Neo4jHandle, dataset_name: str):
+    """The session server, with this test's dataset removed afterwards."""
+    yield neo4j_server
+    from ingest.load import delete_dataset
+
+    for suffix in ("", "_b"):
+        delete_dataset(neo4j_server.driver, dataset_name + suffix)

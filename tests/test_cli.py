@@ -1,0 +1,76 @@
+"""CLI: help for every command, exit codes and exact error text, cypher and inspect against Neo4j."""
+
+import json
+
+import pytest
+
+from graphrec.cli import build_parser, main
+
+
+def test_every_command_has_help(capsys):
+    for argv in (["--help"], ["neo4j", "--help"], ["ingest", "--help"], ["drop", "--help"], ["cypher", "--help"],
+                 ["cypher", "run", "--help"], ["inspect", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args(argv)
+        assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("neo4j", "ingest", "cypher", "inspect", "drop"):
+        assert cmd in out
+
+
+def test_cypher_list_names_every_query(capsys):
+    assert main(["cypher", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("datasets", "rel-counts", "pair-overlap", "degree-quantiles", "popular-items", "user-history"):
+        assert f"| {name} " in out
+
+
+def test_cypher_run_errors_name_the_fix(capsys):
+    assert main(["cypher", "run", "nosuch"]) == 2
+    assert "no query named 'nosuch'; among choices: datasets," in capsys.readouterr().err
+    assert main(["cypher", "run", "popular-items", "--param", "dataset=x"]) == 2
+    assert "needs --param type=... (str)" in capsys.readouterr().err
+    assert main(["cypher", "run", "popular-items", "--param", "dataset=x", "--param", "type=BUY",
+                 "--param", "limit=ten"]) == 2
+    assert "parameter limit must be int, got 'ten'" in capsys.readouterr().err
+
+
+def test_bad_dataset_name_and_config_key(capsys, tiny_csv):
+    assert main(["ingest", "--dataset", "bad name!", "--source", str(tiny_csv)]) == 2
+    assert "dataset name 'bad name!' is not allowed" in capsys.readouterr().err
+    assert main(["ingest", "--dataset", "x", "--source", str(tiny_csv), "--set", "ingest.sead=1"]) == 2
+    assert "unknown key(s) 'sead'" in capsys.readouterr().err
+
+
+def test_remote_uri_credentials_never_printed(capsys, tiny_csv):
+    code = main(["ingest", "--dataset", "x", "--source", str(tiny_csv), "--uri", "bolt://alice:s3cret@127.0.0.1:1",
+                 "--password", "hunter2"])
+    captured = capsys.readouterr()
+    assert code == 1
+    text = captured.out + captured.err
+    assert "cannot reach Neo4j at bolt://127.0.0.1:1" in text
+    assert "s3cret" not in text and "hunter2" not in text and "alice" not in text
+
+
+@pytest.mark.neo4j
+def test_ingest_inspect_and_cypher_run_end_to_end(neo4j_db, tiny_csv, dataset_name, capsys):
+    base = neo4j_db.cli_args()
+    conn = neo4j_db.conn_args()
+    assert main(base + ["ingest", "--dataset", dataset_name, "--source", str(tiny_csv)] + conn) == 0
+    out = capsys.readouterr().out
+    assert f"dataset {dataset_name}: loaded" in out and "| VIEW_NOT_BUY | derived |     4 |" in out
+
+    assert main(base + ["inspect", "--dataset", dataset_name] + conn) == 0
+    report = capsys.readouterr().out
+    # funnel: view→cart 6 view pairs, 5 cart pairs, 4 both (u1a,u1b,u2c,u3b) → 66.67%, 1 cart without view (u3c)
+    assert "| view → cart           |              6 |                5 |    4 |     66.67% |" in report
+    # buy without view: u1d → 1; cart→buy: both = u1a,u1b,u2c = 3 of 5 carts
+    assert "| cart → buy            |              5 |                5 |    3 |     60.00% |" in report
+    assert "| view → buy            |              6 |                5 |    4 |     66.67% |" in report
+
+    assert main(base + ["cypher", "run", "popular-items", "--param", f"dataset={dataset_name}", "--param",
+                        "type=BUY", "--param", "limit=1", "--format", "json"] + conn) == 0
+    assert json.loads(capsys.readouterr().out) == [{"item": "a", "interactions": 2}]
+
+    assert main(base + ["inspect", "--dataset", "nosuch_ds"] + conn) == 2
+    assert "no dataset named 'nosuch_ds'" in capsys.readouterr().err

@@ -1,0 +1,134 @@
+"""Readers: normalization, and every bad-input case names file, line, value and a fix."""
+
+from pathlib import Path
+
+import pytest
+
+from ingest.readers import InputError, read_source
+
+
+def test_long_format_normalizes_aliases_dedupes_and_keeps_earliest_ts(tiny_csv):
+    data = read_source(tiny_csv)
+    assert data.behaviors.order == ("view", "cart", "buy")
+    assert data.has_timestamps and not data.has_test_file
+    f = data.frame
+    assert len(f) == 16  # 17 rows, u1-a-view twice (once as the alias pv)
+    row = f[(f.user == "u1") & (f.item == "a") & (f.behavior == "view")].iloc[0]
+    assert row["count"] == 2 and row["ts"] == 1
+
+
+def test_per_user_folder_reads_behaviors_present_and_test_file(tiny_folder):
+    data = read_source(tiny_folder)
+    assert data.behaviors.order == ("cart", "buy")
+    assert data.has_test_file
+    f = data.frame
+    assert sorted(f[f.split == "test"][["user", "item"]].itertuples(index=False, name=None)) == [
+        ("0", "3"), ("1", "2"), ("2", "1")]
+    assert (f.behavior == "cart").sum() == 6 and (f.behavior == "buy").sum() == 7
+
+
+def _err(path, **kw) -> InputError:
+    with pytest.raises(InputError) as e:
+        read_source(path, **kw)
+    return e.value
+
+
+def test_malformed_line_in_per_user_file(tiny_folder):
+    (tiny_folder / "cart.txt").write_text("0 1 2\n1 x7 2\n")
+    e = _err(tiny_folder)
+    assert e.path.name == "cart.txt" and e.line == 2 and e.value == "x7"
+    assert "item id is not a non-negative integer" in str(e) and "--skip-bad-rows" in str(e)
+
+
+def test_bad_user_id_in_per_user_file(tiny_folder):
+    (tiny_folder / "train.txt").write_text("0 1\n-3 2\n")
+    e = _err(tiny_folder)
+    assert (e.path.name, e.line, e.value) == ("train.txt", 2, "-3")
+
+
+def test_unknown_behavior(tiny_csv):
+    tiny_csv.write_text(tiny_csv.read_text() + "u3,a,wishlist,4\n")
+    e = _err(tiny_csv, behaviors=["view", "cart", "buy"])
+    assert e.line == 19 and e.value == "wishlist"
+    assert "unknown behavior" in str(e) and "view, cart, buy" in str(e)
+
+
+def test_empty_id(tiny_csv):
+    tiny_csv.write_text("user,item,behavior\nu1,a,buy\n,b,buy\n")
+    e = _err(tiny_csv)
+    assert (e.line, e.value) == (3, "") and "empty user id" in str(e)
+
+
+def test_bad_timestamp(tiny_csv):
+    tiny_csv.write_text("user,item,behavior,timestamp\nu1,a,buy,yesterday-ish\n")
+    e = _err(tiny_csv)
+    assert (e.line, e.value) == (2, "yesterday-ish")
+
+
+def test_wrong_columns(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("uid,sid,behavior\n1,2,buy\n")
+    e = _err(p)
+    assert "missing column(s) 'user', 'item'" in str(e) and e.value == ["uid", "sid", "behavior"]
+    assert "ingest.columns.user" in e.fix
+    # ... and the documented fix works
+    data = read_source(p, columns={"user": "uid", "item": "sid"})
+    assert list(data.frame[["user", "item"]].iloc[0]) == ["1", "2"]
+
+
+def test_malformed_csv_row(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("user,item,behavior\nu1,a,buy\nu1,b,buy,extra,fields\n")
+    e = _err(p)
+    assert e.line == 3 and "malformed CSV row" in str(e)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_empty_files(tmp_path, tiny_folder, content):
+    (tiny_folder / "cart.txt").write_text(content)
+    e = _err(tiny_folder)
+    assert e.path.name == "cart.txt" and "file is empty" in str(e)
+    p = tmp_path / "empty.csv"
+    p.write_text(content)
+    assert "empty" in str(_err(p))
+
+
+def test_missing_files(tmp_path, tiny_folder):
+    e = _err(tmp_path / "nope")
+    assert "does not exist" in str(e)
+    (tiny_folder / "train.txt").unlink()
+    e = _err(tiny_folder)
+    assert e.path.name == "train.txt" and "missing" in str(e)
+    e = _err(tiny_folder, behaviors=["view", "buy"])
+    assert e.path.name == "pv.txt"
+
+
+def test_parquet_round_trip_and_bad_row(tmp_path, tiny_csv):
+    import pandas as pd
+
+    df = pd.read_csv(tiny_csv)
+    p = tmp_path / "tiny.parquet"
+    df.to_parquet(p)
+    assert len(read_source(p).frame) == 16
+    df.loc[3, "behavior"] = "teleport"
+    df.to_parquet(p)
+    e = _err(p)
+    assert e.line == 4 and e.value == "teleport" and "row 4" in str(e)
+
+
+def test_skip_bad_rows_collects_every_rejected_row(tiny_csv):
+    tiny_csv.write_text(tiny_csv.read_text() + "u3,a,wishlist,4\n,b,buy,5\nu3,d,buy,soon\n")
+    data = read_source(tiny_csv, skip_bad_rows=True)
+    assert list(data.rejected["line"]) == [19, 20, 21]
+    assert list(data.rejected["value"]) == ["wishlist", "", "soon"]
+    assert len(data.frame) == 16
+
+
+def test_fingerprint_ignores_row_order(tiny_csv, tmp_path):
+    lines = tiny_csv.read_text().splitlines()
+    shuffled = tmp_path / "shuffled.csv"
+    shuffled.write_text("\n".join([lines[0]] + lines[1:][::-1]) + "\n")
+    assert read_source(tiny_csv).fingerprint() == read_source(shuffled).fingerprint()
+    changed = tmp_path / "changed.csv"
+    changed.write_text(tiny_csv.read_text().replace("u3,c,cart,3", "u3,d,cart,3"))
+    assert read_source(changed).fingerprint() != read_source(tiny_csv).fingerprint()
