@@ -59,16 +59,25 @@ CREATE (u)-[x:${REL}]->(i)
 REL_PROPERTIES = ("split", "ts", "count")
 
 # M_up ⊙ (J − M_down) over the given users. Only train edges of the target count as "down", so a
-# held-out purchase never removes an edge from a training relation; `holdout` records the split of
-# the held-out purchase that the derived edge would otherwise have been removed by.
+# held-out purchase never removes an edge from a training relation.
 CREATE_DERIVED = """
 UNWIND $users AS ueid
 MATCH (u) WHERE elementId(u) = ueid
 MATCH (u)-[:${UP}]->(i)
 WHERE NOT EXISTS { MATCH (u)-[d:${DOWN}]->(i) WHERE coalesce(d.split, 'train') = 'train' }
-OPTIONAL MATCH (u)-[h:${DOWN}]->(i)
-CREATE (u)-[:${DERIVED} {holdout: h.split}]->(i)
+CREATE (u)-[:${DERIVED}]->(i)
 RETURN count(*) AS created
+"""
+
+# `holdout` records the split of the held-out purchase a derived edge would otherwise have been
+# removed by. A separate pass over the few held-out purchases is cheaper than a second
+# expand-into per derived edge in the query above.
+MARK_HOLDOUT = """
+UNWIND $users AS ueid
+MATCH (u) WHERE elementId(u) = ueid
+MATCH (u)-[h:${DOWN}]->(i) WHERE h.split IN ['valid', 'test']
+MATCH (u)-[d:${DERIVED}]->(i)
+SET d.holdout = h.split
 """
 
 DELETE_RELS = """
@@ -274,7 +283,8 @@ def ingest(
             if phase in done:
                 continue
             s.run(cypher(DELETE_RELS, REL=rel.rel_type), dataset=ds).consume()
-            _create_derived(s, rel, user_eids, prepared.expected[rel.rel_type], batch_rows, progress)
+            _create_derived(s, rel, prepared.behaviors.target, user_eids, prepared.expected[rel.rel_type],
+                            batch_rows, progress)
             mark(phase)
 
     counts = count_dataset(driver, ds, prepared.behaviors, database)
@@ -367,13 +377,21 @@ def _create_rels(session: neo4j.Session, rtype: str, edges: pd.DataFrame, user_e
             ph.advance(size)
 
 
-def _create_derived(session: neo4j.Session, rel: DerivedRelation, user_eids: np.ndarray, expected: int,
-                    batch: int, progress: Progress) -> None:
-    q = cypher(CREATE_DERIVED, UP=rel_type(rel.upstream), DOWN=rel_type(rel.downstream), DERIVED=rel.rel_type)
+def _derive_chunk(tx: neo4j.ManagedTransaction, create: str, mark: str | None, users: list[str]) -> int:
+    created = tx.run(create, users=users).single()["created"]
+    if mark is not None:
+        tx.run(mark, users=users).consume()
+    return created
+
+
+def _create_derived(session: neo4j.Session, rel: DerivedRelation, target: str, user_eids: np.ndarray,
+                    expected: int, batch: int, progress: Progress) -> None:
+    names = dict(UP=rel_type(rel.upstream), DOWN=rel_type(rel.downstream), DERIVED=rel.rel_type)
+    q = cypher(CREATE_DERIVED, **names)
+    mark = cypher(MARK_HOLDOUT, DOWN=names["DOWN"], DERIVED=names["DERIVED"]) if rel.downstream == target else None
     n_users = len(user_eids)
     per_tx = max(1, int(batch * n_users / max(expected, 1)))  # about `batch` new edges per transaction
     with progress.phase(f"derived :{rel.rel_type}", total=expected) as ph:
         for k in range(0, n_users, per_tx):
             chunk = user_eids[k:k + per_tx].tolist()
-            created = session.execute_write(lambda tx: tx.run(q, users=chunk).single()["created"])
-            ph.advance(created)
+            ph.advance(session.execute_write(_derive_chunk, q, mark, chunk))

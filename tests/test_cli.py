@@ -43,13 +43,21 @@ def test_bad_dataset_name_and_config_key(capsys, tiny_csv):
 
 
 def test_remote_uri_credentials_never_printed(capsys, tiny_csv):
-    code = main(["ingest", "--dataset", "x", "--source", str(tiny_csv), "--uri", "bolt://alice:s3cret@127.0.0.1:1",
-                 "--password", "hunter2"])
-    captured = capsys.readouterr()
+    code = main(["ingest", "--dataset", "x", "--source", str(tiny_csv), "--uri", "bolt://alice:s3cret@127.0.0.1:1"])
+    text = "".join(capsys.readouterr())
+    assert code == 2
+    assert "Neo4j URI 'bolt://127.0.0.1:1' must not contain credentials; pass them in NEO4J_USERNAME" in text
+    assert "s3cret" not in text and "alice" not in text
+    code = main(["ingest", "--dataset", "x", "--source", str(tiny_csv), "--uri", "bolt://127.0.0.1:1",
+                 "--username", "alice", "--password", "hunter2"])
+    text = "".join(capsys.readouterr())
     assert code == 1
-    text = captured.out + captured.err
     assert "cannot reach Neo4j at bolt://127.0.0.1:1" in text
-    assert "s3cret" not in text and "hunter2" not in text and "alice" not in text
+    assert "hunter2" not in text
+
+
+def _squash(text: str) -> str:
+    return "\n".join(" ".join(line.split()) for line in text.splitlines())
 
 
 @pytest.mark.neo4j
@@ -57,16 +65,17 @@ def test_ingest_inspect_and_cypher_run_end_to_end(neo4j_db, tiny_csv, dataset_na
     base = neo4j_db.cli_args()
     conn = neo4j_db.conn_args()
     assert main(base + ["ingest", "--dataset", dataset_name, "--source", str(tiny_csv)] + conn) == 0
-    out = capsys.readouterr().out
-    assert f"dataset {dataset_name}: loaded" in out and "| VIEW_NOT_BUY | derived |     4 |" in out
+    out = _squash(capsys.readouterr().out)
+    assert f"dataset {dataset_name}: loaded" in out and "| VIEW_NOT_BUY | derived | 4 |" in out
 
     assert main(base + ["inspect", "--dataset", dataset_name] + conn) == 0
-    report = capsys.readouterr().out
+    report = _squash(capsys.readouterr().out)
     # funnel: view→cart 6 view pairs, 5 cart pairs, 4 both (u1a,u1b,u2c,u3b) → 66.67%, 1 cart without view (u3c)
-    assert "| view → cart           |              6 |                5 |    4 |     66.67% |" in report
+    assert "| view → cart | 6 | 5 | 4 | 66.67% | 1 |" in report
     # buy without view: u1d → 1; cart→buy: both = u1a,u1b,u2c = 3 of 5 carts
-    assert "| cart → buy            |              5 |                5 |    3 |     60.00% |" in report
-    assert "| view → buy            |              6 |                5 |    4 |     66.67% |" in report
+    assert "| cart → buy | 5 | 5 | 3 | 60.00% | 2 |" in report
+    assert "| view → buy | 6 | 5 | 4 | 66.67% | 1 |" in report
+    assert "| 1 | a | 2 |" in report  # most popular purchased item
 
     assert main(base + ["cypher", "run", "popular-items", "--param", f"dataset={dataset_name}", "--param",
                         "type=BUY", "--param", "limit=1", "--format", "json"] + conn) == 0

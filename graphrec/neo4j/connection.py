@@ -54,6 +54,11 @@ def resolve(
                 f"Neo4j URI {redact(uri)!r} has no supported scheme; use one of "
                 f"{', '.join(s + '://' for s in _SCHEMES)} (e.g. bolt://localhost:7687)"
             )
+        if redact(uri) != uri:
+            raise ValueError(
+                f"Neo4j URI {redact(uri)!r} must not contain credentials; pass them in NEO4J_USERNAME / "
+                "NEO4J_PASSWORD (or --username / --password) instead"
+            )
     return Target(
         uri=uri,
         username=username or os.environ.get("NEO4J_USERNAME") or None,
