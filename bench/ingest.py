@@ -76,11 +76,12 @@ def main() -> None:
             rows += run_one("synthetic-beibei-size", csv, ["view", "cart", "buy"], home)
             shutil.rmtree(tmp)
     finally:
-        store = du(home / "neo4j" / "data")
         server.stop(home)
+        data_dir = home / "neo4j" / "data"
+        store, txlogs = du(data_dir / "data"), du(data_dir / "data" / "transactions")
     table = format_table(["dataset", "phase", "rows", "seconds", "rows/s"], rows)
-    text = (f"{table}\n\nserver start: {start_s:.1f} s; store on disk after both datasets: {store / 2**20:,.0f} MiB "
-            f"({home / 'neo4j' / 'data'})\n")
+    text = (f"{table}\n\nserver start: {start_s:.1f} s; on disk after these datasets: {store / 2**20:,.0f} MiB, of "
+            f"which {(store - txlogs) / 2**20:,.0f} MiB store files and {txlogs / 2**20:,.0f} MiB transaction logs\n")
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

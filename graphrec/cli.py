@@ -65,6 +65,7 @@ def cmd_neo4j(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from graphrec.config import load_config
     from graphrec.progress import Progress, format_table
+    from graphrec.schema import rel_type
     from ingest import load
     from ingest.readers import read_source
 
@@ -96,7 +97,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                              database=database)
     finally:
         driver.close()
-    base = {load.rel_type(b) for b in prepared.behaviors.order}
+    base = {rel_type(b) for b in prepared.behaviors.order}
     rows = []
     for key, n in report.counts.items():
         kind = "node" if key in ("users", "items") else ("split" if ":" in key else

@@ -125,7 +125,6 @@ class IngestReport:
     counts: dict[str, int]
     phases: list[PhaseResult]
     seconds: float
-    rejected: int = 0
 
 
 def validate_dataset_name(name: str) -> str:

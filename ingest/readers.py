@@ -12,6 +12,7 @@ source itself holds the test purchases), ``count`` (occurrences after de-duplica
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,8 +291,6 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
 
 
 def _parser_error_line(msg: str) -> int | None:
-    import re
-
     m = re.search(r"line (\d+)", msg)
     return int(m.group(1)) if m else None
 
