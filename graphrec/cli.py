@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -158,18 +159,65 @@ def cmd_cypher(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from graphrec.inspect import dataset_report
+    from graphrec.inspect import dataset_report, snapshot_report
 
-    driver, database = _driver(args)
-    try:
-        report = dataset_report(driver, args.dataset, top=args.top, database=database)
-    finally:
-        driver.close()
+    if (args.dataset is None) == (args.snapshot is None):
+        raise ValueError("give exactly one of --dataset NAME (the graph in Neo4j) or --snapshot DIR (an export)")
+    if args.snapshot is not None:
+        from graphrec import snapshot
+
+        report = snapshot_report(snapshot.read(args.snapshot), top=args.top)
+    else:
+        driver, database = _driver(args)
+        try:
+            report = dataset_report(driver, args.dataset, top=args.top, database=database)
+        finally:
+            driver.close()
     if args.format == "json":
         print(json.dumps({k: v for k, v in report.__dict__.items() if k != "behaviors"}
                          | {"behaviors": list(report.behaviors.order)}, indent=2, default=str))
     else:
         print(report.render())
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def default_snapshot_dir(home: str | None, dataset: str) -> Path:
+    return Path(home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "snapshots" / dataset
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from graphrec import graph
+    from graphrec.export import export_dataset
+    from graphrec.progress import Progress, format_table
+
+    out = Path(args.out) if args.out else default_snapshot_dir(args.home, args.dataset)
+    if (out / "manifest.json").is_file():
+        _log(f"replacing the snapshot in {out}")
+    driver, database = _driver(args)
+    progress = Progress()
+    try:
+        report = export_dataset(driver, args.dataset, out, database=database, progress=progress)
+    finally:
+        driver.close()
+    s = report.snapshot
+    t1 = time.perf_counter()
+    data = graph.load(s)
+    build_s = time.perf_counter() - t1
+    if args.dgl:
+        graph.save_dgl(data, args.dgl)
+    rows = [[name, rel.kind, len(rel), ", ".join(f"{k} {v:,}" for k, v in rel.split_counts().items())]
+            for name, rel in s.relations.items()]
+    print(f"dataset {s.dataset}: {s.n_users:,} users, {s.n_items:,} items -> {report.path} "
+          f"({report.bytes / 2**20:.1f} MiB) in {report.seconds:.1f} s; heterograph built and validated in {build_s:.1f} s")
+    print(format_table(["relation", "kind", "edges", "splits / holdout"], rows))
+    g = data.graph
+    print(format_table(["canonical etype", "edges"], [[f"({a}, {r}, {b})", g.num_edges((a, r, b))]
+                                                      for a, r, b in g.canonical_etypes]))
+    if args.dgl:
+        print(f"DGL graph saved to {args.dgl}")
     return 0
 
 
@@ -231,9 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(cr)
     cr.set_defaults(func=cmd_cypher)
 
+    e = sub.add_parser("export", help="write a dataset from Neo4j to a snapshot and check it builds a DGL heterograph",
+                       description="Stream a complete dataset's relationships, splits and id maps out of Neo4j into "
+                       "a snapshot directory (compressed int32 arrays, id maps, manifest.json with counts and "
+                       "sha256), then build and validate the DGL heterograph from it.")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--out", help="snapshot directory (default HOME/snapshots/DATASET); replaced atomically")
+    e.add_argument("--dgl", metavar="FILE", help="also save the heterograph with dgl.save_graphs to FILE")
+    _connection_args(e)
+    e.set_defaults(func=cmd_export)
+
     s = sub.add_parser("inspect", help="report on one dataset: counts, funnel, violations, degrees, popular items",
-                       description="Print a dataset report built from the queries in cypher/.")
-    s.add_argument("--dataset", required=True)
+                       description="Print a dataset report built from the queries in cypher/, or the same report "
+                       "computed from a snapshot (to check that nothing was lost between Neo4j and the graph).")
+    s.add_argument("--dataset", help="a dataset in Neo4j")
+    s.add_argument("--snapshot", metavar="DIR", help="a snapshot directory written by graphrec export")
     s.add_argument("--top", type=int, default=10, help="how many popular items to list")
     s.add_argument("--format", choices=["table", "json"], default="table")
     _connection_args(s)
@@ -247,13 +307,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from graphrec.config import ConfigError
     from graphrec.inspect import DatasetNotFound
     from graphrec.neo4j.server import Neo4jRuntimeError
+    from graphrec.compat import DGLUnavailable
+    from graphrec.export import ExportError
     from graphrec.queries import QueryError
+    from graphrec.snapshot import SnapshotError
     from ingest.load import DatasetConflict, IntegrityError
     from ingest.readers import InputError
 
     handlers: list[tuple[tuple[type[BaseException], ...], int]] = [
-        ((InputError, ConfigError, QueryError, DatasetConflict, DatasetNotFound, ValueError), EXIT_INPUT),
-        ((IntegrityError, Neo4jRuntimeError, ConnectionError), EXIT_FAILURE),
+        ((InputError, ConfigError, QueryError, DatasetConflict, DatasetNotFound, SnapshotError, ValueError), EXIT_INPUT),
+        ((IntegrityError, ExportError, DGLUnavailable, Neo4jRuntimeError, ConnectionError), EXIT_FAILURE),
     ]
     try:
         func: Callable[[argparse.Namespace], int] = args.func

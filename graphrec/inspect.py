@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import neo4j
 
 from graphrec.progress import format_table
 from graphrec.queries import get_query, run_query
 from graphrec.schema import Behaviors, rel_type
+
+if TYPE_CHECKING:
+    from graphrec.snapshot import Snapshot
 
 
 class DatasetNotFound(LookupError):
@@ -91,3 +94,55 @@ def dataset_report(driver: neo4j.Driver, dataset: str, top: int = 10, database: 
             degrees.append({"type": rel_type(b), **d})
     popular = _rows(driver, "popular-items", database, dataset=dataset, type=rel_type(behaviors.target), limit=top)
     return Report(dataset, meta[0]["status"], behaviors, nodes, rels, funnel, degrees, popular)
+
+
+def snapshot_report(s: "Snapshot", top: int = 10) -> Report:
+    """The database report's counts, recomputed from a snapshot's arrays (same rows, same order),
+    so the two can be compared line by line."""
+    import numpy as np
+
+    from graphrec.snapshot import SPLIT_CODES
+
+    code_names = {c: name for name, c in SPLIT_CODES.items()}
+    rels = []
+    for rel in sorted(s.relations.values(), key=lambda r: r.name.upper()):
+        codes = rel.split if rel.split is not None else rel.holdout
+        groups: dict[str | None, int] = {}
+        if codes is None:
+            groups[None] = len(rel)
+        else:
+            values, counts = np.unique(codes, return_counts=True)
+            groups = {code_names.get(int(v)): int(n) for v, n in zip(values, counts)}
+        # Cypher's ORDER BY puts null after every string
+        for split in sorted(groups, key=lambda k: (k is None, k or "")):
+            rels.append({"type": rel.name.upper(), "split": split, "relationships": groups[split],
+                         "kind": rel.kind})
+    keys = {}
+    for rel in s.relations.values():
+        keys[rel.name] = rel.user.astype(np.int64) * s.n_items + rel.item
+    funnel = []
+    order = s.behaviors.order
+    pairs = list(zip(order, order[1:]))
+    if len(order) > 2:
+        pairs += [(b, s.behaviors.target) for b in order[:-2]]
+    for up, down in pairs:
+        both = int(np.isin(keys[down], keys[up], assume_unique=True).sum())
+        n_up, n_down = len(keys[up]), len(keys[down])
+        funnel.append({"upstream": up, "downstream": down, "upstream_pairs": n_up, "downstream_pairs": n_down,
+                       "both_pairs": both, "conversion": both / n_up if n_up else None, "violations": n_down - both})
+    degrees = []
+    for b in order:
+        rel = s.relations[b]
+        for side, idx, n in (("user", rel.user, s.n_users), ("item", rel.item, s.n_items)):
+            deg = np.bincount(idx, minlength=n)
+            q = {name: int(np.quantile(deg, p, method="inverted_cdf"))
+                 for name, p in (("p25", 0.25), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
+            degrees.append({"type": b.upper(), "side": side, "min": int(deg.min()), **q, "max": int(deg.max()),
+                            "mean": round(float(deg.mean()), 2)})
+    target = s.relations[s.behaviors.target]
+    counts = np.bincount(target.item, minlength=s.n_items)
+    ranked = sorted(range(s.n_items), key=lambda k: (-counts[k], s.items.key(k)))[:top]
+    popular = [{"item": s.items.key(k), "interactions": int(counts[k])} for k in ranked]
+    nodes = {"User": s.n_users, "Item": s.n_items}
+    return Report(s.dataset, f"snapshot {s.path}" if s.path else "snapshot", s.behaviors, nodes, rels, funnel,
+                  degrees, popular)
