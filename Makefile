@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data
 DATASET ?= beibei
 STAMP  := $(VENV)/.graphrec-installed
+TORCH  ?= 2.13.0
+# PyPI's Linux torch wheel pulls ~3 GB of CUDA libraries; the CPU wheel is preferred where reachable.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 LAUNCHER := neo4j-runtime/target/classes/graphrec/Launcher.class
 
 .PHONY: setup java demo test bench-ingest clean-state
@@ -16,6 +19,10 @@ setup: $(STAMP) $(LAUNCHER)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null \
+	  || $(BIN)/pip install -q "torch==$(TORCH)" --index-url $(TORCH_CPU_INDEX) --timeout 15 --retries 0 \
+	  || { echo "CPU torch wheel not reachable; installing torch $(TORCH) from PyPI (with CUDA libraries)"; \
+	       $(BIN)/pip install -q "torch==$(TORCH)"; }
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 

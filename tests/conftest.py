@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from graphrec import snapshot as snap
+from graphrec.schema import Behaviors
+
 # The tiny long-format log. Timestamps make the split deterministic under split.test=last:
 #   u1 buys a(6), b(7), d(8) → test d, valid b, train a
 #   u2 buys c(4), a(5)       → test a, train c (only one left, so no valid)
@@ -58,6 +61,18 @@ TINY_FOLDER = {
     "train.txt": "0 1 2\n1 0\n2 3\n",
     "test.txt": "0 3\n1 2\n2 1\n",
 }
+
+
+def tiny_snapshot() -> snap.Snapshot:
+    """3 users, 4 items; cart → buy. u0 buys i0 (train), i1 (test); u1 buys i2 (train); u2 buys i3 (train)."""
+    return snap.build(
+        "tiny", Behaviors(("cart", "buy")), ["u0", "u1", "u2"], ["i0", "i1", "i2", "i3"],
+        {
+            "cart": {"user": [0, 0, 1, 2, 2], "item": [1, 0, 2, 3, 0], "ts": [5, 4, 3, 2, snap.NO_TS]},
+            "buy": {"user": [0, 0, 1, 2], "item": [0, 1, 2, 3], "split": [0, 2, 0, 0]},
+            "cart_not_buy": {"user": [0, 2], "item": [1, 0], "holdout": [2, snap.NO_HOLDOUT]},
+        },
+    )
 
 
 @pytest.fixture
