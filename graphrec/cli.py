@@ -221,6 +221,109 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- train
+
+
+def _snapshot_for(args: argparse.Namespace) -> Path:
+    """--snapshot DIR as given, or HOME/snapshots/DATASET (exported from Neo4j first if missing)."""
+    if args.snapshot:
+        return Path(args.snapshot)
+    if not args.dataset:
+        raise ValueError("give --dataset NAME (exported from Neo4j if needed) or --snapshot DIR")
+    path = default_snapshot_dir(args.home, args.dataset)
+    if not (path / "manifest.json").is_file():
+        from graphrec.export import export_dataset
+        from graphrec.progress import Progress
+
+        _log(f"no snapshot of {args.dataset!r} in {path}; exporting it from Neo4j")
+        driver, database = _driver(args)
+        try:
+            export_dataset(driver, args.dataset, path, database=database, progress=Progress())
+        finally:
+            driver.close()
+    return path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from graphrec.config import load_config, model_params
+    from graphrec.train import fit
+
+    snapshot_path = _snapshot_for(args)
+    cfg = load_config(args.config, list(args.set or []))
+    params = model_params(cfg, args.model)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    run = Path(args.run) if args.run else (Path(args.home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "runs"
+                                           / f"{snapshot_path.name}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = fit(args.model, params, cfg.train, snapshot_path, run, device=args.device, resume=args.resume)
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from graphrec.evaluate import evaluate_sampled
+    from graphrec.progress import format_table
+    from graphrec.train import evaluate_split, open_model, pick_device
+
+    device = pick_device(args.device)
+    info, model, data, graphs = open_model(args.run, device, args.snapshot)
+    ks = [int(k) for k in args.ks.split(",")]
+    rows = []
+    for split in data.eval_sets:
+        m = evaluate_split(model, graphs, data, split, ks, 1024, device)
+        rows.append([split, "full ranking", *[f"{m[f'{kind}@{k}']:.4f}" for kind in ("hr", "ndcg", "recall")
+                                               for k in ks], m["users"]])
+        if args.sampled:
+            import torch
+
+            test, exclude_known = data.eval_sets[split]
+            with torch.no_grad():
+                full = model.scorer(graphs)
+                score_pairs = lambda u, i: full(u).gather(1, i)  # noqa: E731
+                users = torch.nonzero(test.counts() > 0).flatten()
+                m = evaluate_sampled(score_pairs, users, test, _all_known(data), data.meta.n_items,
+                                     n_negatives=args.negatives, ks=tuple(ks), seed=args.seed, device=device)
+            rows.append([split, f"1 + {args.negatives} sampled", *[f"{m[f'{kind}@{k}']:.4f}"
+                                                                  for kind in ("hr", "ndcg") for k in ks],
+                         *[""] * len(ks), m["users"]])
+    headers = ["split", "protocol", *[f"{kind}@{k}" for kind in ("hr", "ndcg", "recall") for k in ks], "users"]
+    print(f"{info.model} on {info.dataset} ({info.train['protocol']} protocol; run {args.run})")
+    print(format_table(headers, rows))
+    return 0
+
+
+def _all_known(data):
+    """Every target item a user has in the snapshot (negatives of the sampled protocol avoid them)."""
+    from graphrec.evaluate import UserItems
+    import numpy as np
+
+    pairs = [data.edges[data.meta.target]] + [(np.repeat(np.arange(len(t.indptr) - 1), np.diff(t.indptr.numpy())),
+                                               t.indices.numpy()) for t, _ in data.eval_sets.values()]
+    return UserItems.from_pairs(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]),
+                                data.meta.n_users)
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from graphrec.progress import format_table
+    from graphrec.recommend import recommend, write_back
+    from graphrec.train import load_run
+
+    recs = recommend(args.run, args.user, k=args.k, device=args.device if args.device != "auto" else "cpu",
+                     snapshot_path=args.snapshot)
+    print(format_table(["user", "rank", "item", "score"], [[r.user, r.rank, r.item, f"{r.score:.4f}"] for r in recs]))
+    if args.write_back:
+        info = load_run(args.run)
+        driver, database = _driver(args)
+        try:
+            n = write_back(driver, info.dataset, info.model, Path(args.run).name, recs, database)
+        finally:
+            driver.close()
+        print(f"wrote {n} (:User)-[:RECOMMENDED]->(:Item) relationships for run {Path(args.run).name}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 
@@ -289,6 +392,47 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(e)
     e.set_defaults(func=cmd_export)
 
+    t = sub.add_parser("train", help="train a model on a snapshot (CPU or GPU)",
+                       description="Train a registered model on a dataset's snapshot; evaluates every "
+                       "train.eval_every epochs, stops early, checkpoints, and writes a run directory.")
+    t.add_argument("--model", required=True, help="model name (hpmr, ghcf, lightgcn, lightgcn_m, ...)")
+    t.add_argument("--dataset", help="dataset name: uses HOME/snapshots/NAME, exporting it from Neo4j if missing")
+    t.add_argument("--snapshot", help="a snapshot directory (no Neo4j needed)")
+    t.add_argument("--config", help="YAML with train: and models: sections (e.g. configs/beibei.yaml)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.epochs=20 or "
+                   "models.hpmr.layers=2")
+    t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    t.add_argument("--run", help="run directory (default HOME/runs/DATASET-MODEL-TIME)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    _connection_args(t)
+    t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("evaluate", help="evaluate a trained run: full ranking (and 1+99 sampled)",
+                       description="Full ranking over all items, excluding each user's training purchases; "
+                       "HR@K, NDCG@K, Recall@K per split. --sampled adds the 1 positive + N negatives protocol.")
+    v.add_argument("--run", required=True)
+    v.add_argument("--snapshot", help="snapshot directory if it moved since training")
+    v.add_argument("--ks", default="10", help="comma-separated cut-offs, e.g. 10,50,100")
+    v.add_argument("--sampled", action="store_true", help="also the 1 positive + N sampled negatives protocol")
+    v.add_argument("--negatives", type=int, default=99)
+    v.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
+    v.add_argument("--device", default="auto")
+    v.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("recommend", help="top-k items for users of a trained run; optionally write them to Neo4j",
+                       description="Top-k recommendations with the user's purchases excluded; external keys in "
+                       "and out. --write-back stores (:User)-[:RECOMMENDED {score, rank, model, run}]->(:Item).")
+    r.add_argument("--run", required=True)
+    r.add_argument("--user", required=True, action="append", help="user key (repeatable)")
+    r.add_argument("-k", type=int, default=10)
+    r.add_argument("--snapshot", help="snapshot directory if it moved since training")
+    r.add_argument("--write-back", action="store_true", help="store the recommendations in Neo4j (replacing "
+                   "this run's earlier ones for these users)")
+    r.add_argument("--device", default="auto")
+    _connection_args(r)
+    r.set_defaults(func=cmd_recommend)
+
     s = sub.add_parser("inspect", help="report on one dataset: counts, funnel, violations, degrees, popular items",
                        description="Print a dataset report built from the queries in cypher/, or the same report "
                        "computed from a snapshot (to check that nothing was lost between Neo4j and the graph).")
@@ -311,12 +455,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from graphrec.export import ExportError
     from graphrec.queries import QueryError
     from graphrec.snapshot import SnapshotError
+    from graphrec.train import TrainError
     from ingest.load import DatasetConflict, IntegrityError
     from ingest.readers import InputError
 
     handlers: list[tuple[tuple[type[BaseException], ...], int]] = [
-        ((InputError, ConfigError, QueryError, DatasetConflict, DatasetNotFound, SnapshotError, ValueError), EXIT_INPUT),
-        ((IntegrityError, ExportError, DGLUnavailable, Neo4jRuntimeError, ConnectionError), EXIT_FAILURE),
+        ((InputError, ConfigError, QueryError, DatasetConflict, DatasetNotFound, SnapshotError, ValueError,
+          KeyError), EXIT_INPUT),
+        ((IntegrityError, ExportError, TrainError, DGLUnavailable, Neo4jRuntimeError, ConnectionError), EXIT_FAILURE),
     ]
     try:
         func: Callable[[argparse.Namespace], int] = args.func

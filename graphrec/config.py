@@ -60,8 +60,49 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained and selected (the model's own hyperparameters live under ``models``)."""
+
+    #: "paper": train on every non-test purchase and early-stop on the test split, as the reference
+    #: code does (results are for comparison with published numbers only); "honest": train without
+    #: the validation purchases, early-stop on them, report test once.
+    protocol: str = "honest"
+    epochs: int = 500
+    batch_size: int = 256           # users per batch (whole-data models) or pairs (BPR models)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    eval_every: int = 10
+    patience: int = 5               # evaluations without improvement before stopping
+    metric: str = "hr@10"           # model-selection metric; `>=` counts as improvement (reference)
+    ks: list[int] = field(default_factory=lambda: [10])
+    seed: int = 42
+    pad_percentile: float = 99.99   # positive lists longer than this percentile are truncated
+    eval_batch_size: int = 1024
+    drop_last: bool = True          # the reference drops the last partial batch of each epoch
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("paper", "honest"):
+            raise ConfigError(f"train.protocol must be paper or honest; got {self.protocol!r}")
+        if self.optimizer not in ("adam", "adagrad"):
+            raise ConfigError(f"train.optimizer must be adam or adagrad; got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "eval_every", "patience", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1; got {getattr(self, name)}")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"train.ks must be a list of positive cut-offs; got {self.ks}")
+        kind, _, k = self.metric.partition("@")
+        if kind not in ("hr", "ndcg", "recall", "precision") or not k.isdigit() or int(k) not in self.ks:
+            raise ConfigError(f"train.metric must be hr@K, ndcg@K, recall@K or precision@K with K in train.ks "
+                              f"{self.ks}; got {self.metric!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: Per-model hyperparameters, e.g. ``models: {hpmr: {layers: 3}}``; checked against the model's
+    #: params dataclass when that model is built (unknown model names and keys are errors).
+    models: dict[str, dict] = field(default_factory=dict)
 
 
 def _strip_optional(tp: Any) -> Any:
@@ -112,12 +153,20 @@ def _check_type(tp: Any, value: Any, path: str) -> Any:
         float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         str: lambda v: isinstance(v, str),
         list: lambda v: isinstance(v, list),
+        tuple: lambda v: isinstance(v, (list, tuple)),
         dict: lambda v: isinstance(v, dict),
     }.get(origin)
     if ok is not None and not ok(value):
         raise ConfigError(f"{path}: expected {getattr(origin, '__name__', origin)}, got {value!r}")
     if origin is float:
         return float(value)
+    if origin is tuple:
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if args and args[0] is float:
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{path}: expected a list of numbers, got {value!r}")
+            return tuple(float(v) for v in value)
+        return tuple(value)
     return value
 
 
@@ -141,6 +190,17 @@ def parse_override(text: str) -> dict:
         node = node.setdefault(p, {})
     node[parts[-1]] = value
     return out
+
+
+def model_params(config: Config, name: str) -> Any:
+    """The params dataclass of model ``name`` filled from ``config.models[name]``, strictly."""
+    from graphrec.models import MODELS, get_model
+
+    unknown = sorted(set(config.models) - set(MODELS))
+    if unknown:
+        raise ConfigError(f"models: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(MODELS))}")
+    entry = get_model(name)
+    return _build(entry.params, config.models.get(name) or {}, f"models.{name}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

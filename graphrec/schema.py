@@ -58,8 +58,10 @@ BEHAVIOR_TYPES: frozenset[str] = frozenset(rel_type(b) for b in KNOWN_BEHAVIORS)
 DERIVED_TYPES: frozenset[str] = frozenset(
     derived_name(a, b).upper() for a in KNOWN_BEHAVIORS for b in KNOWN_BEHAVIORS if a != b
 )
+#: Recommendations written back by `graphrec recommend --write-back`.
+RECOMMENDED_TYPE = "RECOMMENDED"
 #: Every relationship type a graphrec query may name.
-REL_TYPES: frozenset[str] = BEHAVIOR_TYPES | DERIVED_TYPES
+REL_TYPES: frozenset[str] = BEHAVIOR_TYPES | DERIVED_TYPES | {RECOMMENDED_TYPE}
 LABELS: frozenset[str] = frozenset({USER_LABEL, ITEM_LABEL, DATASET_LABEL})
 
 

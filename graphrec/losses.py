@@ -1,0 +1,62 @@
+"""Losses as pure functions: the whole-data (non-sampling) loss, BPR and binary cross-entropy.
+
+The whole-data loss (MODELS.md §0c) is what HPMR, GHCF, EHCF and LightGCN_M train with. For one
+behavior with prediction ŷ_uv = Σ_d p_ud q_vd h_d, negative weight c0 and positive weight 1:
+
+    L = c0 · Σ_{i,j} (Σ_{u∈B} p_ui p_uj) (Σ_{v∈V} q_vi q_vj) (h_i h_j)
+        + Σ_{u∈B} Σ_{v∈V_u^+} [ (1 − c0) ŷ_uv² − 2 ŷ_uv ]
+
+which equals Σ_{u∈B} Σ_{v∈V} c_uv (y_uv − ŷ_uv)² − |positives|, but costs O((|B|+|V|)·d²) instead
+of O(|B|·|V|·d): the |B|×|V| score matrix is never formed. It is a sum over the batch (not a mean);
+the reference learning rates and decays are tuned for that scale.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gather_padded(items: Tensor, positives: Tensor) -> Tensor:
+    """Rows of ``items`` (V×d) for a padded index matrix (B×L) whose pad value is V → zeros."""
+    n_items = items.shape[0]
+    padded = torch.cat([items, items.new_zeros(1, items.shape[1])])
+    return padded[positives.clamp(max=n_items)]
+
+
+def whole_data_loss(users: Tensor, items: Tensor, h: Tensor, positives: Tensor, c0: float,
+                    *, user_positive_emb: Tensor | None = None) -> Tensor:
+    """Non-sampling loss of one behavior for a batch of users.
+
+    users: B×d user representations; items: V×d (all items, every step); h: d prediction vector;
+    positives: B×L item ids padded with V (the pad row contributes nothing); c0: weight of every
+    unobserved (user, item) cell. ``user_positive_emb`` (B×L×d) may be passed when the caller has
+    already gathered the positive item rows.
+    """
+    gram = (users.T @ users) * (items.T @ items) * torch.outer(h, h)
+    pos = user_positive_emb if user_positive_emb is not None else gather_padded(items, positives)
+    y = torch.einsum("bd,bld,d->bl", users, pos, h)
+    return c0 * gram.sum() + ((1.0 - c0) * y.square() - 2.0 * y).sum()
+
+
+def naive_whole_data_loss(users: Tensor, items: Tensor, h: Tensor, labels: Tensor, c0: float) -> Tensor:
+    """Σ_u Σ_v c_uv (y_uv − ŷ_uv)² − |positives|, formed densely: for tests and tiny data only."""
+    scores = (users * h) @ items.T
+    weight = torch.where(labels > 0, torch.ones_like(scores), torch.full_like(scores, c0))
+    return (weight * (labels - scores).square()).sum() - labels.sum()
+
+
+def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
+    """Mean of −log σ(ŷ_pos − ŷ_neg) (softplus form: stable for large margins)."""
+    return F.softplus(neg_scores - pos_scores).mean()
+
+
+def bce_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean binary cross-entropy on logits."""
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), weight=weight)
+
+
+def l2(*tensors: Tensor) -> Tensor:
+    """TensorFlow's l2_loss summed over tensors: ½ Σ x² (the reference regularisers use it)."""
+    return sum(0.5 * t.square().sum() for t in tensors)

@@ -1,0 +1,44 @@
+"""The model registry: one entry per model, name -> (model class, params dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graphrec.models.base import Batch, GraphMeta, Recommender
+from graphrec.models.ghcf import GHCF, GHCFParams
+from graphrec.models.hpmr import HPMR, HPMRParams
+from graphrec.models.lightgcn import LightGCN, LightGCNParams
+from graphrec.models.lightgcn_m import LightGCNM, LightGCNMParams
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    cls: type[Recommender]
+    params: type
+    summary: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    "hpmr": ModelEntry(HPMR, HPMRParams, "HPMR (KDD 2023): per-behavior encoders + projection/transfer network"),
+    "ghcf": ModelEntry(GHCF, GHCFParams, "GHCF (AAAI 2021): one shared stream over all behavior graphs"),
+    "lightgcn": ModelEntry(LightGCN, LightGCNParams, "LightGCN on the target behavior only, BPR"),
+    "lightgcn_m": ModelEntry(LightGCNM, LightGCNMParams, "LightGCN over all behaviors, whole-data loss"),
+}
+
+
+def get_model(name: str) -> ModelEntry:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; among choices: {', '.join(sorted(MODELS))}") from None
+
+
+def build_model(name: str, params: Any, meta: GraphMeta) -> Recommender:
+    entry = get_model(name)
+    if not isinstance(params, entry.params):
+        raise TypeError(f"model {name!r} takes {entry.params.__name__}, got {type(params).__name__}")
+    return entry.cls(params, meta)
+
+
+__all__ = ["MODELS", "ModelEntry", "get_model", "build_model", "Batch", "GraphMeta", "Recommender"]

@@ -1,0 +1,89 @@
+"""What every graphrec model shares: graph metadata, training batches, the model interface, init."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from graphrec.adjacency import SparseAdj
+
+
+@dataclass(frozen=True)
+class GraphMeta:
+    """The shape of a dataset as models see it: sizes, behavior cascade (target last) and the
+    relations available as graphs (base behaviors and derived ``X_not_Y`` relations)."""
+
+    n_users: int
+    n_items: int
+    behaviors: tuple[str, ...]
+    relations: tuple[str, ...]
+
+    @property
+    def target(self) -> str:
+        return self.behaviors[-1]
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Ordered behavior pairs (upstream, downstream), i < j, in cascade order."""
+        b = self.behaviors
+        return [(b[i], b[j]) for i in range(len(b)) for j in range(i + 1, len(b))]
+
+
+@dataclass
+class Batch:
+    """One training step's input. ``users`` for whole-data models (a batch of users with padded
+    positive lists per relation, pad value = n_items); ``pos``/``neg`` for pairwise models."""
+
+    users: Tensor
+    positives: dict[str, Tensor] = field(default_factory=dict)
+    pos: dict[str, Tensor] = field(default_factory=dict)  # relation -> item per user row
+    neg: dict[str, Tensor] = field(default_factory=dict)  # relation -> sampled negative item(s) per row
+
+
+Graphs = Mapping[str, SparseAdj]
+ScoreFn = Callable[[Tensor], Tensor]
+
+
+class Recommender(nn.Module):
+    """Interface of every model in the registry.
+
+    ``batching`` tells the trainer what a batch is: ``"users"`` (whole-data loss over all items)
+    or ``"pairs"`` (sampled negatives). ``relations(meta)`` names the graphs the model needs;
+    the trainer builds their normalized adjacency once and passes it to ``loss`` and ``scorer``.
+    """
+
+    batching: ClassVar[str] = "users"
+
+    @staticmethod
+    def relations(meta: GraphMeta) -> tuple[str, ...]:
+        return meta.behaviors
+
+    def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def scorer(self, graphs: Graphs) -> ScoreFn:
+        """Test-time scores: a function from user ids (B) to scores over all items (B×V).
+        Called under torch.no_grad in eval mode; may precompute final embeddings once."""
+        raise NotImplementedError
+
+
+def xavier(*shape: int) -> nn.Parameter:
+    """Glorot-uniform parameter (the reference models' initializer for tables, weights and biases)."""
+    w = torch.empty(*shape)
+    nn.init.xavier_uniform_(w)
+    return nn.Parameter(w)
+
+
+def bilinear_scorer(users: Tensor, items: Tensor) -> ScoreFn:
+    """Scores U[u] · Iᵀ for precomputed final user and item representations."""
+    items_t = items.T.contiguous()
+    return lambda u: users[u] @ items_t
+
+
+def drop_edges(graphs: Graphs, keep: float, training: bool, generator: torch.Generator | None = None) -> Graphs:
+    """Edge ("node") dropout with a fresh mask per adjacency per step, in training only."""
+    if not training or keep >= 1.0:
+        return graphs
+    return {k: g.dropout(keep, generator) for k, g in graphs.items()}

@@ -1,0 +1,87 @@
+"""GHCF (Chen et al., AAAI 2021) as in the reference code (MODELS.md §2).
+
+One shared embedding stream: each layer sums, with weights λ_k, the LeakyReLU of the propagation
+over every behavior graph scaled by that behavior's relation vector. λ doubles as propagation
+and loss weight (code behavior), so a behavior with λ = 0 takes no part at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphrec.losses import l2, whole_data_loss
+from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, xavier
+
+
+@dataclass(frozen=True)
+class GHCFParams:
+    dim: int = 64
+    layers: int = 4
+    coefficient: tuple[float, ...] = (5 / 6, 1 / 6)  # λ per behavior, cascade order
+    neg_weight: tuple[float, ...] = (0.1, 0.1)       # c0 per behavior
+    decay: float = 10.0
+    mess_dropout: float = 0.2
+    node_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise ValueError("layers must be >= 1")
+
+
+class GHCF(Recommender):
+    batching = "users"
+
+    def __init__(self, params: GHCFParams, meta: GraphMeta):
+        super().__init__()
+        k = len(meta.behaviors)
+        if len(params.coefficient) != k or len(params.neg_weight) != k:
+            raise ValueError(f"coefficient and neg_weight need one value per behavior ({', '.join(meta.behaviors)})")
+        self.params, self.meta = params, meta
+        d = params.dim
+        self.user = xavier(meta.n_users, d)
+        self.item = xavier(meta.n_items, d)
+        self.relation = xavier(k, d)
+        self.w_gc = nn.ParameterList([xavier(d, d) for _ in range(params.layers)])
+        self.w_rel = nn.ParameterList([xavier(d, d) for _ in range(params.layers)])
+
+    def forward(self, graphs: Graphs) -> tuple[Tensor, Tensor]:
+        p = self.params
+        x = torch.cat([self.user, self.item])
+        rel = self.relation
+        outs, rels = [x], [rel]
+        for layer in range(p.layers):
+            agg = 0
+            for k, b in enumerate(self.meta.behaviors):
+                if p.coefficient[k] == 0:
+                    continue
+                agg = agg + p.coefficient[k] * F.leaky_relu(((graphs[b] @ x) * rel[k]) @ self.w_gc[layer], 0.2)
+            x = F.dropout(agg, p.mess_dropout, self.training)
+            rel = rel @ self.w_rel[layer]
+            outs.append(x)
+            rels.append(rel)
+        return torch.stack(outs).mean(0), torch.stack(rels).mean(0)
+
+    def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
+        p, nu = self.params, self.meta.n_users
+        e, rbar = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training))
+        users, items = e[:nu][batch.users], e[nu:]
+        total = torch.zeros((), device=e.device)
+        parts = {}
+        for k, b in enumerate(self.meta.behaviors):
+            if p.coefficient[k] == 0:
+                continue
+            lk = whole_data_loss(users, items, rbar[k], batch.positives[b], p.neg_weight[k])
+            parts[f"loss_{b}"] = float(lk.detach())
+            total = total + p.coefficient[k] * lk
+        reg = l2(users) + l2(items)
+        parts["reg"] = float(reg.detach()) * p.decay
+        return total + p.decay * reg, parts
+
+    def scorer(self, graphs: Graphs) -> ScoreFn:
+        e, rbar = self(graphs)
+        nu = self.meta.n_users
+        return bilinear_scorer(e[:nu] * rbar[-1], e[nu:])

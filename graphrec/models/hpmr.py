@@ -1,0 +1,200 @@
+"""HPMR (Meng et al., KDD 2023), as in the reference code (MODELS.md §1), for any behavior cascade.
+
+Per behavior k an encoder propagates shared ego embeddings over Â_k, scaled element-wise by a
+relation vector that evolves per layer. For each ordered pair (i, j) of behaviors the projection
+network splits e_i into the part shared with e_j (C_ij) and the unique part (N_ij); the shared part
+is transferred onto j's graph (SIT: S_ij = T_j(C_ij)), the unique part is supervised with the
+derived relation i_not_j (URS) and re-enhanced back onto i (URR: Q_ij = T_i(R_ij)). Users of
+behavior k are the mean of e_k and the transferred parts that land on k.
+
+With the paper's three behaviors this gives exactly u_view = (e_view + Q_vc + Q_vb)/3,
+u_cart = (e_cart + S_vc + Q_cb)/3, u_buy = (e_buy + S_vb + S_cb)/3. With cart → buy only (the
+bundled data) it is u_cart = (e_cart + Q_cb)/2, u_buy = (e_buy + S_cb)/2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphrec.losses import l2, whole_data_loss
+from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, xavier
+from graphrec.schema import derived_name
+
+Encoder = Literal["gccf", "lightgcn", "gcn", "ghcf", "ngcf"]
+
+
+@dataclass(frozen=True)
+class HPMRParams:
+    dim: int = 64
+    encoder: Encoder = "gccf"
+    layers: int = 3                 # gnn_layer
+    transfer_layers: int = 1        # transfer_gnn_layer
+    alpha: tuple[float, float, float] = (0.0, 1.0, 3.0)  # weights of (main, transfer, unique) losses
+    coefficient: tuple[float, ...] = (5 / 6, 1 / 6)       # λ per behavior, cascade order
+    neg_weight: tuple[float, ...] = (0.1, 0.1)            # c0 per behavior (`wid`)
+    unique_neg_weight: float = 0.1                        # c0 of the unique (i_not_j) losses
+    decay: float = 10.0
+    re_mult: float = 2.0
+    projection_scale: float = 0.1   # code multiplies both projection outputs by 0.1 (§1.11.3); paper: 1.0
+    mess_dropout: float = 0.2       # drop rate
+    node_dropout: float = 0.1       # drop rate of adjacency nonzeros
+    use_sit: bool = True            # shared-information transfer
+    use_urr: bool = True            # unique-relation re-enhancement
+    use_urs: bool = True            # unique-relation supervision
+    test_score: Literal["main", "transfer"] = "main"  # code: e_buy·e_buy·r̄ (§1.7); "transfer": u_buy instead
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("gccf", "lightgcn", "gcn", "ghcf", "ngcf"):
+            raise ValueError(f"unknown encoder {self.encoder!r}; among choices: gccf, lightgcn, gcn, ghcf, ngcf")
+        if self.layers < 1 or self.transfer_layers < 1:
+            raise ValueError("layers and transfer_layers must be >= 1")
+        if not 0 <= self.mess_dropout < 1 or not 0 <= self.node_dropout < 1:
+            raise ValueError("mess_dropout and node_dropout are drop rates in [0, 1)")
+
+    @property
+    def ablation(self) -> str:
+        flags = (self.use_sit, self.use_urr, self.use_urs)
+        if flags == (False, False, False):
+            return "w/o PTN"
+        return ", ".join(f"w/o {n}" for n, f in zip(("SIT", "URR", "URS"), flags) if not f) or "full"
+
+
+class HPMR(Recommender):
+    batching = "users"
+
+    @staticmethod
+    def relations(meta: GraphMeta) -> tuple[str, ...]:
+        return meta.behaviors + tuple(derived_name(i, j) for i, j in meta.pairs())
+
+    def __init__(self, params: HPMRParams, meta: GraphMeta):
+        super().__init__()
+        k = len(meta.behaviors)
+        if len(params.coefficient) != k or len(params.neg_weight) != k:
+            raise ValueError(f"coefficient and neg_weight need one value per behavior ({', '.join(meta.behaviors)}); "
+                             f"got {len(params.coefficient)} and {len(params.neg_weight)}")
+        self.params, self.meta = params, meta
+        d, n_layers = params.dim, max(params.layers, params.transfer_layers)
+        self.user = xavier(meta.n_users, d)
+        self.item = xavier(meta.n_items, d)
+        self.relation = xavier(k, d)
+        self.w_rel = nn.ParameterList([xavier(d, d) for _ in range(n_layers)])
+        # The "noise" relation chain only feeds the unique-relation scores (§1.3).
+        self.w_rel_noise = nn.ParameterList([xavier(d, d) for _ in range(params.layers)])
+        if params.encoder in ("gcn", "ghcf", "ngcf"):
+            self.w_gc = nn.ParameterList([xavier(d, d) for _ in range(n_layers)])
+            self.b_gc = nn.ParameterList([xavier(1, d) for _ in range(n_layers)])
+        if params.encoder == "ngcf":
+            self.w_bi = nn.ParameterList([xavier(d, d) for _ in range(n_layers)])
+            self.b_bi = nn.ParameterList([xavier(1, d) for _ in range(n_layers)])
+
+    # ---------------------------------------------------------------------------------- propagation
+
+    def _layer(self, adj, x: Tensor, rel: Tensor, ego: Tensor, layer: int) -> Tensor:
+        z = (adj @ x) * rel
+        enc = self.params.encoder
+        if enc == "gccf":
+            return F.leaky_relu(z, 0.2)
+        if enc == "lightgcn":
+            return z
+        if enc == "gcn":
+            return F.leaky_relu(z @ self.w_gc[layer] + self.b_gc[layer], 0.2)
+        if enc == "ghcf":
+            return F.leaky_relu(z @ self.w_gc[layer], 0.2)
+        g = F.leaky_relu(z @ self.w_gc[layer] + self.b_gc[layer], 0.2)  # ngcf
+        return g + F.leaky_relu((ego * g) @ self.w_bi[layer] + self.b_bi[layer], 0.2)
+
+    def _encode(self, adj, ego: Tensor, rel0: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder of one behavior: layer-mean embeddings and layer-mean relation vector."""
+        x, rel = ego, rel0
+        outs, rels = [ego], [rel0]
+        for layer in range(self.params.layers):
+            x = self._layer(adj, x, rel, ego, layer)
+            x = F.dropout(x, self.params.mess_dropout, self.training)
+            rel = rel @ self.w_rel[layer]
+            outs.append(x)
+            rels.append(rel)
+        return torch.stack(outs).mean(0), torch.stack(rels).mean(0)
+
+    def _transfer(self, adj, x0: Tensor, rel0: Tensor) -> Tensor:
+        x, rel, outs = x0, rel0, [x0]
+        for layer in range(self.params.transfer_layers):
+            x = self._layer(adj, x, rel, x0, layer)
+            rel = rel @ self.w_rel[layer]
+            outs.append(x)
+        return torch.stack(outs).mean(0)
+
+    def _project(self, o: Tensor, t: Tensor) -> Tensor:
+        return ((o * t).sum(-1, keepdim=True) / (t.square().sum(-1, keepdim=True) + 1e-12)) * t
+
+    def forward(self, graphs: Graphs) -> dict:
+        p, meta = self.params, self.meta
+        ego = torch.cat([self.user, self.item])
+        e, rbar = {}, {}
+        for k, b in enumerate(meta.behaviors):
+            e[b], rbar[b] = self._encode(graphs[b], ego, self.relation[k])
+        users_of = {b: [e[b][: meta.n_users]] for b in meta.behaviors}
+        unique = {}
+        for i, j in meta.pairs():
+            proj = self._project(e[i], e[j])
+            clear, noise = p.projection_scale * proj, p.projection_scale * (e[i] - proj)
+            unique[(i, j)] = noise
+            if p.use_sit:
+                users_of[j].append(self._transfer(graphs[j], clear, rbar[j])[: meta.n_users])
+            if p.use_urr:
+                back = p.re_mult * 0.1 * self._project(noise, e[i])
+                users_of[i].append(self._transfer(graphs[i], back, rbar[i])[: meta.n_users])
+        u_final = {b: torch.stack(v).mean(0) for b, v in users_of.items()}
+        return {"e": e, "rbar": rbar, "u": u_final, "unique": unique}
+
+    def _unique_relation(self, upstream: int) -> Tensor:
+        rel = self.relation[upstream]
+        chain = [rel]
+        for layer in range(self.params.layers):
+            rel = rel @ self.w_rel_noise[layer]
+            chain.append(rel)
+        return torch.stack(chain).mean(0)
+
+    # ---------------------------------------------------------------------------------- loss, scores
+
+    def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
+        p, meta = self.params, self.meta
+        out = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training))
+        nu, users = meta.n_users, batch.users
+        a_main, a_transfer, a_unique = p.alpha
+        total = torch.zeros((), device=users.device)
+        parts: dict[str, float] = {}
+        for k, b in enumerate(meta.behaviors):
+            e, rbar = out["e"][b], out["rbar"][b]
+            items, pos = e[nu:], batch.positives[b]
+            lk = torch.zeros((), device=users.device)
+            if a_main:
+                lk = lk + a_main * whole_data_loss(e[:nu][users], items, rbar, pos, p.neg_weight[k])
+            if a_transfer:
+                lk = lk + a_transfer * whole_data_loss(out["u"][b][users], items, rbar, pos, p.neg_weight[k])
+            if a_unique and p.use_urs:
+                for (i, j), noise in out["unique"].items():
+                    if i != b:
+                        continue
+                    rel = self._unique_relation(meta.behaviors.index(i))
+                    lk = lk + a_unique * whole_data_loss(noise[:nu][users], noise[nu:], rel,
+                                                         batch.positives[derived_name(i, j)], p.unique_neg_weight)
+            parts[f"loss_{b}"] = float(lk.detach())
+            total = total + p.coefficient[k] * lk
+        t = meta.target
+        reg = a_main * l2(out["e"][t][:nu][users]) + a_transfer * (l2(out["u"][t][users]) + l2(out["e"][t][nu:]))
+        if a_unique and p.use_urs and out["unique"]:
+            last = out["unique"][meta.pairs()[-1]]
+            reg = reg + a_unique * (l2(last[:nu][users]) + l2(last[nu:]))
+        parts["reg"] = float(reg.detach()) * p.decay
+        return total + p.decay * reg, parts
+
+    def scorer(self, graphs: Graphs) -> ScoreFn:
+        out = self(graphs)
+        t, nu = self.meta.target, self.meta.n_users
+        users = out["e"][t][:nu] if self.params.test_score == "main" else out["u"][t]
+        return bilinear_scorer(users * out["rbar"][t], out["e"][t][nu:])

@@ -1,0 +1,63 @@
+"""LightGCN (He et al., SIGIR 2020) on the target behavior only, trained with BPR.
+
+E^{l+1} = Â E^l without weights or nonlinearity; the final embedding is the mean of all layers
+(ego layer included); score = dot product. L2 on the ego embeddings of the batch, per example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from graphrec.losses import bpr_loss, l2
+from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer
+
+
+@dataclass(frozen=True)
+class LightGCNParams:
+    dim: int = 64
+    layers: int = 3
+    reg: float = 1e-4
+    init_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.layers < 0:
+            raise ValueError("layers must be >= 0")
+
+
+class LightGCN(Recommender):
+    batching = "pairs"
+
+    @staticmethod
+    def relations(meta: GraphMeta) -> tuple[str, ...]:
+        return (meta.target,)
+
+    def __init__(self, params: LightGCNParams, meta: GraphMeta):
+        super().__init__()
+        self.params, self.meta = params, meta
+        self.user = nn.Parameter(torch.randn(meta.n_users, params.dim) * params.init_std)
+        self.item = nn.Parameter(torch.randn(meta.n_items, params.dim) * params.init_std)
+
+    def forward(self, graphs: Graphs) -> Tensor:
+        x = torch.cat([self.user, self.item])
+        outs = [x]
+        for _ in range(self.params.layers):
+            x = graphs[self.meta.target] @ x
+            outs.append(x)
+        return torch.stack(outs).mean(0)
+
+    def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
+        nu, t = self.meta.n_users, self.meta.target
+        e = self(graphs)
+        u, pos, neg = batch.users, batch.pos[t], batch.neg[t]
+        eu, ep, en = e[:nu][u], e[nu:][pos], e[nu:][neg]
+        main = bpr_loss((eu * ep).sum(-1), (eu * en).sum(-1))
+        reg = self.params.reg * 2 * l2(self.user[u], self.item[pos], self.item[neg]) / len(u)
+        return main + reg, {"bpr": float(main.detach()), "reg": float(reg.detach())}
+
+    def scorer(self, graphs: Graphs) -> ScoreFn:
+        e = self(graphs)
+        nu = self.meta.n_users
+        return bilinear_scorer(e[:nu], e[nu:])

@@ -1,0 +1,420 @@
+"""Training: the only place with optimizers, epochs, early stopping, checkpoints and run directories.
+
+    config → snapshot → TrainData → model → fit → evaluate
+
+A run directory holds ``run.json`` (resolved config, model params, dataset and snapshot hash),
+``metrics.jsonl`` (one line per epoch and per evaluation), ``checkpoint.pt`` (latest state, for
+``--resume``), ``best.pt`` (weights at the best evaluation), ``results.md`` / ``results.json``
+and ``curve.png``. Everything loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import numpy as np
+import torch
+
+from graphrec import snapshot as snap
+from graphrec.adjacency import SparseAdj, normalized_bipartite
+from graphrec.config import TrainConfig
+from graphrec.evaluate import UserItems, evaluate_full
+from graphrec.models import GraphMeta, Recommender, build_model, get_model
+from graphrec.models.base import Batch
+from graphrec.progress import format_table
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class TrainData:
+    """What training needs from a snapshot under one protocol, as arrays and padded tensors."""
+
+    meta: GraphMeta
+    edges: dict[str, tuple[np.ndarray, np.ndarray]]  # training edges per relation
+    positives: dict[str, torch.Tensor]               # relation -> users × L, padded with n_items
+    selection: str                                   # split used for early stopping
+    eval_sets: dict[str, tuple[UserItems, UserItems]]  # split -> (held-out items, items excluded from ranking)
+    protocol: str
+
+    @classmethod
+    def from_snapshot(cls, s: snap.Snapshot, protocol: str, relations: tuple[str, ...],
+                      pad_percentile: float = 99.99, device: torch.device | str = "cpu") -> "TrainData":
+        target = s.target
+        codes = snap.SPLIT_CODES
+        train_codes = [codes["train"]] + ([codes["valid"]] if protocol == "paper" else [])
+        edges = {}
+        for name in relations:
+            if name not in s.relations:
+                raise TrainError(f"the model needs relation {name!r} but snapshot {s.path} has "
+                                 f"{', '.join(s.relations)}; ingest the behaviors it needs")
+            rel = s.relations[name]
+            if rel.split is not None:
+                keep = np.isin(rel.split, train_codes)
+            elif rel.holdout is not None and protocol == "paper":
+                # Under `paper` the validation purchase is a training purchase, so the derived edge it
+                # removes must not exist (the held-out *test* item stays, as in the reference code).
+                keep = rel.holdout != codes["valid"]
+            else:
+                keep = np.ones(len(rel), dtype=bool)
+            edges[name] = (rel.user[keep], rel.item[keep])
+        if s.behaviors.target not in edges:
+            mask = np.isin(target.split, train_codes)
+            edges[s.behaviors.target] = (target.user[mask], target.item[mask])
+        positives = {name: _padded(u, i, s.n_users, s.n_items, pad_percentile).to(device)
+                     for name, (u, i) in edges.items()}
+        train_u, train_i = edges[s.behaviors.target]
+        exclude_train = UserItems.from_pairs(train_u, train_i, s.n_users)
+        test_u, test_i = target.select("test")
+        if protocol == "paper":
+            eval_sets = {"test": (UserItems.from_pairs(test_u, test_i, s.n_users), exclude_train)}
+            selection = "test"
+        else:
+            valid_u, valid_i = target.select("valid")
+            known = (np.concatenate([train_u, valid_u]), np.concatenate([train_i, valid_i]))
+            eval_sets = {"valid": (UserItems.from_pairs(valid_u, valid_i, s.n_users), exclude_train),
+                         "test": (UserItems.from_pairs(test_u, test_i, s.n_users),
+                                  UserItems.from_pairs(*known, s.n_users))}
+            selection = "valid"
+            if len(valid_u) == 0:
+                raise TrainError("the honest protocol needs validation purchases but the snapshot has none; ingest "
+                                 "with ingest.split.valid=true, or train with --set train.protocol=paper")
+        meta = GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
+        return cls(meta, edges, positives, selection, eval_sets, protocol)
+
+    def graphs(self, names: tuple[str, ...], device: torch.device | str) -> dict[str, SparseAdj]:
+        return {n: normalized_bipartite(*self.edges[n], self.meta.n_users, self.meta.n_items, device=device)
+                for n in names}
+
+
+def _padded(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, percentile: float) -> torch.Tensor:
+    """users × L matrix of each user's items (ascending id), padded with n_items; L = the given
+    percentile of the non-zero list lengths, longer lists truncated (as the reference does)."""
+    order = np.lexsort((items, users))
+    users, items = users[order].astype(np.int64), items[order].astype(np.int64)
+    counts = np.bincount(users, minlength=n_users)
+    nonzero = counts[counts > 0]
+    width = max(1, int(math.ceil(np.percentile(nonzero, percentile)))) if len(nonzero) else 1
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(len(users)) - starts[users]
+    keep = pos < width
+    out = np.full((n_users, width), n_items, dtype=np.int64)
+    out[users[keep], pos[keep]] = items[keep]
+    return torch.from_numpy(out)
+
+
+# -------------------------------------------------------------------------------------------- batches
+
+
+def user_batches(n_users: int, batch_size: int, drop_last: bool, generator: torch.Generator) -> list[torch.Tensor]:
+    perm = torch.randperm(n_users, generator=generator)
+    n = n_users // batch_size if drop_last and n_users >= batch_size else math.ceil(n_users / batch_size)
+    return [perm[k * batch_size:(k + 1) * batch_size] for k in range(n)]
+
+
+def pair_batches(users: np.ndarray, items: np.ndarray, n_items: int, batch_size: int, drop_last: bool,
+                 generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Shuffled (user, positive, negative) batches; negatives uniform over items the user has not
+    interacted with in training (collisions are redrawn)."""
+    n = len(users)
+    perm = torch.randperm(n, generator=generator).numpy()
+    u, i = users[perm].astype(np.int64), items[perm].astype(np.int64)
+    known = np.sort(users.astype(np.int64) * n_items + items)
+    neg = torch.randint(0, n_items, (n,), generator=generator).numpy()
+    for _ in range(20):
+        hit = _member(known, u * n_items + neg)
+        if not hit.any():
+            break
+        neg[hit] = torch.randint(0, n_items, (int(hit.sum()),), generator=generator).numpy()
+    nb = n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
+    return [(torch.from_numpy(u[k * batch_size:(k + 1) * batch_size]),
+             torch.from_numpy(i[k * batch_size:(k + 1) * batch_size]),
+             torch.from_numpy(neg[k * batch_size:(k + 1) * batch_size])) for k in range(nb)]
+
+
+def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    pos = np.searchsorted(sorted_keys, keys).clip(max=len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
+
+
+# ----------------------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class RunInfo:
+    model: str
+    params: dict
+    train: dict
+    dataset: str
+    snapshot: str
+    snapshot_manifest_sha256: str
+    device: str
+    created: str
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def manifest_hash(path: Path) -> str:
+    return hashlib.sha256((Path(path) / snap.MANIFEST).read_bytes()).hexdigest()
+
+
+def load_run(run_dir: str | Path) -> RunInfo:
+    f = Path(run_dir) / RUN_FILE
+    if not f.is_file():
+        raise TrainError(f"{run_dir} is not a run directory (no {RUN_FILE}); train one with `graphrec train`")
+    return RunInfo(**json.loads(f.read_text()))
+
+
+def params_from_dict(model: str, data: dict) -> Any:
+    entry = get_model(model)
+    hints = {f.name: f for f in dataclasses.fields(entry.params)}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in hints}
+    return entry.params(**kwargs)
+
+
+def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot_path: str | Path | None = None,
+               weights: str = BEST) -> tuple[RunInfo, Recommender, TrainData, dict[str, SparseAdj]]:
+    """Rebuild a trained model from its run directory (for evaluate and recommend)."""
+    info = load_run(run_dir)
+    path = Path(snapshot_path or info.snapshot)
+    if manifest_hash(path) != info.snapshot_manifest_sha256:
+        raise TrainError(f"snapshot {path} is not the one run {run_dir} was trained on (manifest hash differs); "
+                         "pass the right --snapshot or retrain")
+    s = snap.read(path)
+    tc = TrainConfig(**{k: v for k, v in info.train.items()})
+    params = params_from_dict(info.model, info.params)
+    cls = get_model(info.model).cls
+    data = TrainData.from_snapshot(s, tc.protocol, cls.relations(_meta(s)), tc.pad_percentile, device)
+    model = build_model(info.model, params, data.meta).to(device)
+    state = torch.load(Path(run_dir) / weights, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"] if "model" in state else state)
+    model.eval()
+    return info, model, data, data.graphs(cls.relations(data.meta), device)
+
+
+def _meta(s: snap.Snapshot) -> GraphMeta:
+    return GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
+
+
+# ----------------------------------------------------------------------------------------------- fit
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    best: dict
+    final: dict
+    epochs_run: int
+    stopped_early: bool
+
+
+def evaluate_split(model: Recommender, graphs, data: TrainData, split: str, ks, batch_size: int,
+                   device: torch.device) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        score = model.scorer(graphs)
+        test, exclude = data.eval_sets[split]
+        users = torch.nonzero(test.counts() > 0).flatten()
+        return evaluate_full(score, users, test, exclude, data.meta.n_items, ks=tuple(ks), batch_size=batch_size,
+                             device=device)
+
+
+def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,
+        device: str = "auto", resume: bool = False, log: TextIO | None = sys.stderr,
+        on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
+    dev = pick_device(device)
+    run_dir = Path(run_dir)
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed)
+    s = snap.read(snapshot_path)
+    entry = get_model(model_name)
+    data = TrainData.from_snapshot(s, tc.protocol, entry.cls.relations(_meta(s)), tc.pad_percentile, dev)
+    graphs = data.graphs(entry.cls.relations(data.meta), dev)
+    model = build_model(model_name, params, data.meta).to(dev)
+    opt = (torch.optim.Adam(model.parameters(), lr=tc.lr) if tc.optimizer == "adam"
+           else torch.optim.Adagrad(model.parameters(), lr=tc.lr, initial_accumulator_value=1e-8))
+    info = RunInfo(model_name, dataclasses.asdict(params), dataclasses.asdict(tc), s.dataset, str(Path(snapshot_path)),
+                   manifest_hash(Path(snapshot_path)), str(dev), time.strftime("%Y-%m-%dT%H:%M:%S"))
+    gen = torch.Generator().manual_seed(tc.seed)
+    state = {"epoch": 0, "best": None, "best_epoch": None, "bad": 0}
+    if resume:
+        ckpt_path = run_dir / CHECKPOINT
+        if not ckpt_path.is_file():
+            raise TrainError(f"--resume: no {CHECKPOINT} in {run_dir}")
+        prev = load_run(run_dir)
+        if (prev.model, prev.params, prev.snapshot_manifest_sha256) != (info.model, info.params,
+                                                                         info.snapshot_manifest_sha256):
+            raise TrainError(f"--resume: {run_dir} was trained with a different model, params or snapshot; "
+                             "start a new run directory instead")
+        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = json.loads(ckpt["state"])
+        _say(log, f"resuming {run_dir} after epoch {state['epoch']}")
+    else:
+        if (run_dir / METRICS_FILE).exists():
+            raise TrainError(f"run directory {run_dir} already holds a run; pass --resume to continue it or "
+                             "choose another --run")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_FILE).write_text(info.to_json())
+    _say(log, f"{model_name} on {s.dataset} ({data.meta.n_users:,} users, {data.meta.n_items:,} items, behaviors "
+              f"{' → '.join(data.meta.behaviors)}) | device {dev} | protocol {tc.protocol}: early stop on "
+              f"{data.selection} by {tc.metric} | run {run_dir}")
+    metrics_f = open(run_dir / METRICS_FILE, "a")
+    stopped_early = False
+    try:
+        for epoch in range(state["epoch"], tc.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            total, parts_sum, n_batches = 0.0, {}, 0
+            for batch in _batches(model, data, tc, gen, dev):
+                loss, parts = model.loss(batch, graphs)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                n_batches += 1
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v
+            if not math.isfinite(total):
+                raise TrainError(f"epoch {epoch + 1}: the loss is {total}; lower train.lr or check the params")
+            epoch_s = time.perf_counter() - t0
+            row = {"epoch": epoch + 1, "loss": total / max(n_batches, 1), "epoch_seconds": round(epoch_s, 3),
+                   **{k: v / max(n_batches, 1) for k, v in parts_sum.items()}}
+            line = f"epoch {epoch + 1:4d}  loss {row['loss']:.4f}  {epoch_s:6.1f} s"
+            if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
+                t1 = time.perf_counter()
+                m = evaluate_split(model, graphs, data, data.selection, tc.ks, tc.eval_batch_size, dev)
+                row.update({"split": data.selection, **m, "eval_seconds": round(time.perf_counter() - t1, 3)})
+                line += "  " + "  ".join(f"{data.selection} {k} {m[k]:.4f}" for k in m if "@" in k)
+                value = m[tc.metric]
+                if state["best"] is None or value >= state["best"]:
+                    state.update(best=value, best_epoch=epoch + 1, bad=0)
+                    torch.save({"model": model.state_dict()}, run_dir / BEST)
+                    line += "  *"
+                else:
+                    state["bad"] += 1
+            state["epoch"] = epoch + 1
+            metrics_f.write(json.dumps(row) + "\n")
+            metrics_f.flush()
+            _say(log, line)
+            if "split" in row:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                            "torch_rng": torch.get_rng_state(), "state": json.dumps(state)}, run_dir / CHECKPOINT)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
+            if state["bad"] >= tc.patience:
+                stopped_early = True
+                _say(log, f"no improvement of {data.selection} {tc.metric} for {tc.patience} evaluations: stopping")
+                break
+    finally:
+        metrics_f.close()
+    final = finish(run_dir, log=log, device=str(dev))
+    return FitResult(run_dir, {"epoch": state["best_epoch"], tc.metric: state["best"]}, final, state["epoch"],
+                     stopped_early)
+
+
+def _batches(model: Recommender, data: TrainData, tc: TrainConfig, gen: torch.Generator, dev: torch.device):
+    if model.batching == "users":
+        for users in user_batches(data.meta.n_users, tc.batch_size, tc.drop_last, gen):
+            users = users.to(dev)
+            yield Batch(users=users, positives={k: v[users] for k, v in data.positives.items()})
+    else:
+        t = data.meta.target
+        u, i = data.edges[t]
+        for bu, bp, bn in pair_batches(u, i, data.meta.n_items, tc.batch_size, tc.drop_last, gen):
+            yield Batch(users=bu.to(dev), pos={t: bp.to(dev)}, neg={t: bn.to(dev)})
+
+
+def finish(run_dir: str | Path, *, log: TextIO | None = sys.stderr, device: str = "cpu") -> dict:
+    """Evaluate the best weights on the test split, write results.md/json and the curve."""
+    run_dir = Path(run_dir)
+    info, model, data, graphs = open_model(run_dir, device)
+    tc = TrainConfig(**info.train)
+    ks = sorted(set(tc.ks) | {10})
+    dev = torch.device(device)
+    results = {}
+    for split in data.eval_sets:
+        t0 = time.perf_counter()
+        results[split] = evaluate_split(model, graphs, data, split, ks, tc.eval_batch_size, dev)
+        results[split]["seconds"] = round(time.perf_counter() - t0, 3)
+    rows = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
+    evals = [r for r in rows if "split" in r]
+    best = max(evals, key=lambda r: (r[tc.metric], r["epoch"])) if evals else None
+    epoch_times = [r["epoch_seconds"] for r in rows]
+    summary = {"model": info.model, "dataset": info.dataset, "protocol": tc.protocol, "selection": data.selection,
+               "best_epoch": best["epoch"] if best else None, "epochs_run": len(rows),
+               "median_epoch_seconds": float(np.median(epoch_times)) if epoch_times else None,
+               "results": results, "device": device}
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    metric_names = [k for k in results["test"] if "@" in k]
+    table = format_table(["split", *metric_names, "users"],
+                         [[split, *[f"{r[k]:.4f}" for k in metric_names], r.get("users", "")]
+                          for split, r in results.items()])
+    note = ("paper protocol: early stopping used the test split, as the reference code does; these test figures "
+            "are for comparison with published numbers only" if tc.protocol == "paper" else
+            "honest protocol: model selected on the validation split; test evaluated once")
+    text = (f"# {info.model} on {info.dataset}\n\nbest epoch {summary['best_epoch']} of {summary['epochs_run']}; "
+            f"median epoch {summary['median_epoch_seconds']:.2f} s on {info.device}\n\n{table}\n\n{note}\n")
+    (run_dir / "results.md").write_text(text)
+    plot_curve(run_dir, rows, tc.metric)
+    _say(log, text)
+    return summary
+
+
+def plot_curve(run_dir: Path, rows: list[dict], metric: str) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    ax1.plot([r["epoch"] for r in rows], [r["loss"] for r in rows], color="tab:blue", label="loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss", color="tab:blue")
+    evals = [r for r in rows if "split" in r]
+    if evals:
+        ax2 = ax1.twinx()
+        ax2.plot([r["epoch"] for r in evals], [r[metric] for r in evals], "o-", color="tab:red")
+        ax2.set_ylabel(f"{evals[0]['split']} {metric}", color="tab:red")
+    fig.tight_layout()
+    out = run_dir / "curve.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _say(stream: TextIO | None, text: str) -> None:
+    if stream is not None:
+        print(text, file=stream, flush=True)
