@@ -1,0 +1,299 @@
+"""Normalized bipartite adjacency and a sparse-dense product with an explicit transpose.
+
+Torch and numpy only: this runs on a GPU host that has no DGL.
+
+Why not ``torch.sparse.mm`` with torch's own autograd: its backward rebuilds the transpose (a sort
+of all nonzeros) on every call, ~8x the cost of the forward on the Beibei view graph. We sort once,
+keep the transpose as its own CSR, and carry dropout masks onto it through ``perm``. On CPU the
+product is also split into column tiles whose slice of ``x`` stays in L2 (``_tile_plan``).
+``bench/propagation.py`` has the numbers.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# int32 indices: 31.3 vs 34.1 ms per product with int64 (4.82M nonzeros, d=64, 2 CPU threads, MKL);
+# cuSPARSE takes int32 too. int64 only when a size would overflow.
+_INT32_MAX = 2**31 - 1
+
+# Bytes of x that one CPU column tile gathers from (2048 columns at d=64 float32). Untiled, every
+# gathered row comes from L3: ~32 ms per product; tiled ~22 ms (2 threads, 4.82M nonzeros). 1 MiB
+# measured the same; 512 KiB leaves room on CPUs with a smaller L2. 0 disables tiling.
+CPU_TILE_BYTES = 512 * 1024
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    # Invariants hold by construction; checking them would cost a pass over all nonzeros.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+def _as_index(a: np.ndarray | Tensor, name: str) -> Tensor:
+    t = torch.as_tensor(a).reshape(-1)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer ids, got dtype {t.dtype}")
+    return t.to(device="cpu", dtype=torch.int64)
+
+
+def _check_range(ids: Tensor, bound: int, name: str) -> None:
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= bound:
+            raise ValueError(f"{name} contains {lo if lo < 0 else hi}, outside [0, {bound}): "
+                             f"every id in {name} must be >= 0 and < {bound}")
+
+
+class SparseAdj:
+    """A CSR ``matrix`` with its ``transpose`` stored as its own CSR.
+
+    ``perm`` maps the transpose's nonzeros onto the matrix's: ``transpose.values() ==
+    matrix.values()[perm]``. Instances are immutable; ``dropout`` and ``to`` return new ones.
+    """
+
+    def __init__(self, matrix: Tensor, transpose: Tensor, perm: Tensor, *, cpu_tile_bytes: int = CPU_TILE_BYTES):
+        if matrix.layout != torch.sparse_csr or transpose.layout != torch.sparse_csr:
+            raise ValueError("matrix and transpose must be sparse CSR tensors")
+        if tuple(transpose.shape) != tuple(matrix.shape)[::-1] or perm.numel() != matrix.values().numel():
+            raise ValueError("transpose and perm do not match the matrix")
+        self._matrix: Tensor | None = matrix
+        self._transpose: Tensor | None = transpose
+        self.perm = perm
+        self.cpu_tile_bytes = cpu_tile_bytes
+        # A dropout copy is (base, mask, scale); its CSRs and tiles are derived only when used,
+        # because on CPU the product needs just the tiles.
+        self._base: SparseAdj | None = None
+        self._mask: Tensor | None = None
+        self._scale = 1.0
+        # Tile plans depend on the structure only, so dropout copies share this dict.
+        self._plans: dict[tuple[bool, int], tuple[Tensor, list]] = {}
+        self._tiles: dict[tuple[bool, int], tuple[Tensor, float, list]] = {}
+
+    @classmethod
+    def from_coo(cls, rows: np.ndarray | Tensor, cols: np.ndarray | Tensor, values: Tensor,
+                 shape: tuple[int, int]) -> SparseAdj:
+        """Build from unique (row, col, value) triples in any order; duplicates raise ValueError."""
+        n_rows, n_cols = int(shape[0]), int(shape[1])
+        rows, cols = _as_index(rows, "rows"), _as_index(cols, "cols")
+        values = torch.as_tensor(values).reshape(-1)
+        if not rows.numel() == cols.numel() == values.numel():
+            raise ValueError("rows, cols and values must have the same length")
+        _check_range(rows, n_rows, "rows")
+        _check_range(cols, n_cols, "cols")
+        device, values = values.device, values.cpu()
+        idx = torch.int32 if max(n_rows, n_cols, rows.numel()) <= _INT32_MAX else torch.int64
+        # torch.sort of int64 keys is a radix sort on CPU: ~170 ms for 4.8M, 2x faster than numpy's
+        # argsort. Rows and cols come back out of the sorted key, which beats gathering them.
+        key, order = torch.sort(rows * n_cols + cols)
+        dup = torch.nonzero(key[1:] == key[:-1])
+        if dup.numel():
+            k = int(key[int(dup[0])])
+            raise ValueError(f"duplicate entry (row {k // n_cols}, col {k % n_cols}); deduplicate the pairs first")
+        key_t, order_t = torch.sort(cols * n_rows + rows)
+        inverse = torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel()))
+
+        def compressed(k: Tensor, n_major: int, n_minor: int, vals: Tensor) -> Tensor:
+            crow = torch.zeros(n_major + 1, dtype=torch.int64)
+            torch.cumsum(torch.bincount(k // n_minor, minlength=n_major), 0, out=crow[1:])
+            return _csr(crow.to(idx), (k % n_minor).to(idx), vals, (n_major, n_minor))
+
+        return cls(compressed(key, n_rows, n_cols, values.index_select(0, order)),
+                   compressed(key_t, n_cols, n_rows, values.index_select(0, order_t)),
+                   inverse.index_select(0, order_t)).to(device)
+
+    @property
+    def matrix(self) -> Tensor:
+        if self._matrix is None:
+            self._matrix = self._derive(self._base.matrix, self._mask)
+        return self._matrix
+
+    @property
+    def transpose(self) -> Tensor:
+        if self._transpose is None:
+            self._transpose = self._derive(self._base.transpose, self._mask.index_select(0, self.perm))
+        return self._transpose
+
+    def _derive(self, csr: Tensor, mask: Tensor) -> Tensor:
+        values = torch.where(mask, csr.values() * self._scale, 0.0).to(csr.dtype)
+        return _csr(csr.crow_indices(), csr.col_indices(), values, tuple(csr.shape))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._base.shape if self._base is not None else (int(self._matrix.shape[0]), int(self._matrix.shape[1]))
+
+    @property
+    def nnz(self) -> int:
+        return self.perm.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.perm.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._base.dtype if self._base is not None else self._matrix.dtype
+
+    def __repr__(self) -> str:
+        return f"SparseAdj(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, device={self.device})"
+
+    def to(self, device: torch.device | str) -> SparseAdj:
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        return SparseAdj(self.matrix.to(device), self.transpose.to(device), self.perm.to(device),
+                         cpu_tile_bytes=self.cpu_tile_bytes)
+
+    def dropout(self, keep: float, generator: torch.Generator | None = None) -> SparseAdj:
+        """Edge dropout: keep each nonzero with probability ``keep`` and scale it by ``1/keep``.
+
+        Dropped entries become explicit zeros, so the structure and its tile plans are reused:
+        compacting them away cost more than the 10% fewer nonzeros saved (bench/propagation.py).
+        The transpose sees the same mask through ``perm``. No re-normalization. ``generator``
+        must be on the adjacency's device.
+        """
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep must be in (0, 1], got {keep}")
+        if keep == 1.0:
+            return self
+        n = self.nnz
+        # One 64-bit draw gives two 32-bit uniforms: ~2x faster than torch.rand on CPU, and keep is
+        # resolved to 2^-32 (torch.rand's float32 resolves 2^-24).
+        bits = torch.empty((n + 1) // 2, dtype=torch.int64, device=self.device)
+        bits.random_(-(2**63), None, generator=generator)
+        threshold = min(round(keep * 2**32), 2**32 - 1) - 2**31
+        out = SparseAdj.__new__(SparseAdj)
+        out._matrix = out._transpose = None
+        out.perm, out.cpu_tile_bytes = self.perm, self.cpu_tile_bytes
+        out._base, out._mask, out._scale = self, bits.view(torch.int32)[:n] < threshold, 1.0 / keep
+        out._plans, out._tiles = self._plans, {}
+        return out
+
+    def __matmul__(self, x: Tensor) -> Tensor:
+        return spmm(self, x)
+
+    def _cpu_tiles(self, transposed: bool, dim: int, itemsize: int) -> tuple[float, list] | None:
+        """``(alpha, tiles)``: the (transposed) matrix is ``alpha`` times the column tiles
+        ``(r0, r1, c0, c1, csr)``, for an operand of width ``dim``; None when untiled."""
+        width = max(1, self.cpu_tile_bytes // max(1, dim * itemsize))
+        if self.cpu_tile_bytes <= 0 or self.shape[0 if transposed else 1] <= width or self.nnz == 0:
+            return None
+        return self._tiles_at(transposed, width)[1:]
+
+    def _tiles_at(self, transposed: bool, width: int) -> tuple[Tensor, float, list]:
+        key = (transposed, width)
+        if key not in self._tiles:
+            if self._base is not None:
+                base_vals, alpha, _ = self._base._tiles_at(transposed, width)  # makes the shared plan
+                src, segments = self._plans[key]
+                # The 1/keep scale rides on addmm's alpha: one pass over the values instead of two.
+                vals = torch.where(self._mask.index_select(0, src), base_vals, 0.0).to(base_vals.dtype)
+                alpha *= self._scale
+            else:
+                if key not in self._plans:
+                    csr = self.transpose if transposed else self.matrix
+                    self._plans[key] = _tile_plan(csr, width, self.perm if transposed else None)
+                src, segments = self._plans[key]
+                vals, alpha = self.matrix.values().index_select(0, src), 1.0
+            self._tiles[key] = (vals, alpha, [(r0, r1, c0, c1, _csr(crow, col, vals[a:b], (r1 - r0, c1 - c0)))
+                                       for r0, r1, c0, c1, a, b, crow, col in segments])
+        return self._tiles[key]
+
+
+def _tile_plan(csr: Tensor, width: int, perm: Tensor | None) -> tuple[Tensor, list]:
+    """Split ``csr`` into blocks of ``width`` columns, each cut to its span of nonzero rows.
+
+    Returns the position in ``matrix.values()`` of every tile nonzero (``perm`` is None for the
+    matrix itself, or the adjacency's perm when ``csr`` is its transpose) and per tile
+    ``(r0, r1, c0, c1, start, end, crow, col)``. The row span is what exploits the bipartite
+    layout: a block of user columns touches item rows only, so only those output rows are written.
+    """
+    crow, col = csr.crow_indices(), csr.col_indices()
+    n_rows, n_cols = csr.shape
+    rows = torch.repeat_interleave(torch.arange(n_rows, dtype=col.dtype), crow.diff().long())
+    block = col // width
+    orders, segments, start = [], [], 0
+    for c0 in range(0, n_cols, width):
+        # One pass per block (a handful) keeps row-major order inside the block without a sort.
+        idx = torch.nonzero(block == c0 // width).squeeze(1)
+        if idx.numel() == 0:
+            continue
+        r = rows.index_select(0, idx).long()
+        r0, r1 = int(r[0]), int(r[-1]) + 1
+        sub = torch.zeros(r1 - r0 + 1, dtype=torch.int64)
+        torch.cumsum(torch.bincount(r - r0, minlength=r1 - r0), 0, out=sub[1:])
+        c1 = min(c0 + width, n_cols)
+        segments.append((r0, r1, c0, c1, start, start + idx.numel(), sub.to(col.dtype), col.index_select(0, idx) - c0))
+        orders.append(idx)
+        start += idx.numel()
+    src = torch.cat(orders)
+    return (src if perm is None else perm.index_select(0, src)), segments
+
+
+def _product(adj: SparseAdj, x: Tensor, transposed: bool) -> Tensor:
+    if x.device != adj.device or x.dtype != adj.dtype:
+        raise ValueError(f"x is {x.dtype} on {x.device} but the adjacency is {adj.dtype} on {adj.device}; "
+                         f"use adj.to(device) or normalized_bipartite(dtype=...)")
+    # MKL and cuSPARSE want a row-major operand; an expanded gradient (stride 0) would be copied anyway.
+    x = x.contiguous()
+    tiled = adj._cpu_tiles(transposed, x.shape[1], x.element_size()) if x.device.type == "cpu" else None
+    if tiled is None:
+        return torch.sparse.mm(adj.transpose if transposed else adj.matrix, x)
+    alpha, tiles = tiled
+    out = x.new_zeros((adj.shape[1 if transposed else 0], x.shape[1]))
+    for r0, r1, c0, c1, block in tiles:
+        out[r0:r1].addmm_(block, x[c0:c1], alpha=alpha)
+    return out
+
+
+class _SpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, adj: SparseAdj, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.adj = adj
+        return _product(adj, x, transposed=False)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+        return None, _product(ctx.adj, grad, transposed=True)
+
+
+def spmm(adj: SparseAdj, x: Tensor) -> Tensor:
+    """``adj.matrix @ x`` for a dense 2-D ``x``; the gradient for ``x`` is ``adj.transpose @ grad``.
+
+    No gradient flows to the adjacency values (normalization and dropout masks are constants).
+    """
+    if x.dim() != 2 or x.shape[0] != adj.shape[1]:
+        raise ValueError(f"x must be 2-D with {adj.shape[1]} rows, got shape {tuple(x.shape)}")
+    return _SpMM.apply(adj, x)
+
+
+def normalized_bipartite(users: np.ndarray | Tensor, items: np.ndarray | Tensor, n_users: int, n_items: int, *,
+                         device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> SparseAdj:
+    """D^-1/2 A D^-1/2 for A = [[0, R], [R^T, 0]] with R[u, i] = 1 per edge (users[k], items[k]).
+
+    Nodes: users 0..n_users-1, then item i at n_users + i. No self loops; a node without edges
+    has an all-zero row and column. Edges must be unique and in range (ValueError otherwise).
+    """
+    u, i = _as_index(users, "users"), _as_index(items, "items")
+    if u.numel() != i.numel():
+        raise ValueError(f"users and items differ in length ({u.numel()} vs {i.numel()})")
+    _check_range(u, n_users, "users")
+    _check_range(i, n_items, "items")
+    key = torch.sort(u * n_items + i).values
+    dup = torch.nonzero(key[1:] == key[:-1])
+    if dup.numel():
+        k = int(key[int(dup[0])])
+        raise ValueError(f"duplicate edge (user {k // n_items}, item {k % n_items}): edges must be unique; "
+                         f"deduplicate them first")
+    deg_u = torch.bincount(u, minlength=n_users).double()
+    deg_i = torch.bincount(i, minlength=n_items).double()
+    # Every edge's endpoints have degree >= 1, so no inf/nan; isolated nodes just have no entries.
+    w = torch.rsqrt(deg_u[u] * deg_i[i]).to(dtype)
+    n = n_users + n_items
+    adj = SparseAdj.from_coo(torch.cat([u, i + n_users]), torch.cat([i + n_users, u]), torch.cat([w, w]), (n, n))
+    return adj.to(device) if device is not None else adj

@@ -1,0 +1,430 @@
+"""Ranking evaluation: full ranking over all items, and the sampled 1 positive + N negatives protocol.
+
+Torch and numpy only: this runs on a GPU host that has no DGL, scipy or pandas.
+
+The protocol restates the HPMR / GHCF reference code (``utility/batch_test.py`` with NGCF's
+``utility/metrics.py``):
+
+Full ranking (``evaluate_full``)
+    Each evaluated user is scored against every item. Only the user's *training target* items
+    (train purchases) are excluded from the ranking; auxiliary-behavior items (cart, view) stay in,
+    and a test item is never excluded, even when it also sits in the exclusion set (a repeat
+    purchase, or a caller that passed train + cart). The reference would drop such a test item; a
+    leave-one-out split never produces one, so the two agree on the bundled data. On the binary
+    hit list ``r`` of the top ``max(ks)`` items:
+
+    * ``hr@K`` = 1 if any of ``r[:K]`` is a hit;
+    * ``recall@K`` = hits in ``r[:K]`` / number of test items of the user;
+    * ``precision@K`` = hits in ``r[:K]`` / K;
+    * ``ndcg@K`` = DCG / IDCG with DCG = sum_j r_j / log2(j + 1) over 1-based ranks j <= K.
+
+    IDCG has two variants (``ndcg_ideal``):
+
+    * ``"standard"`` (default): sum over j <= min(n_test, K) of 1 / log2(j + 1), the ranking that
+      puts every test item first.
+    * ``"hits"``: the reference's ``dcg_at_k(sorted(r, reverse=True), K)``: the ideal is built from
+      the hits found in ``r`` itself, i.e. j <= min(hits in the top max(ks), K); a user without
+      hits scores 0. It ignores the test items the model did not retrieve, so it is >= the
+      standard value, and equal to it whenever each user has exactly one test item (the bundled
+      Beibei/Taobao splits).
+
+    Metrics are averaged over evaluated users; users without test items are skipped, and ``users``
+    in the result counts the ones that were evaluated.
+
+Sampled protocol (``evaluate_sampled``)
+    For every (user, test item) pair: the positive plus ``n_negatives`` items drawn uniformly
+    without replacement from the items the user has no target interaction with (``exclude``
+    should hold train, valid and test purchases; the pair's own test items are excluded anyway),
+    with a seeded generator so runs repeat. ``hr@K`` = rank <= K, ``ndcg@K`` = 1 / log2(rank + 1)
+    when rank <= K, else 0, averaged over pairs.
+
+Ties
+    ``torch.topk`` does not specify the order of tied scores, while the reference's
+    ``heapq.nlargest`` over items in id order breaks ties toward the lower item id; with tied
+    scores at the top-K boundary the two can disagree. The sampled protocol's rank is
+    deterministic and pessimistic: rank = 1 + #(negatives scoring >= the positive), NaN counted
+    against the positive, so a constant (or broken) model gets the worst rank, never a lucky one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, overload
+
+import numpy as np
+import torch
+from torch import Tensor
+
+NdcgIdeal = Literal["standard", "hits"]
+Pairs = tuple[Tensor, Tensor]
+
+# Pairs per negative-sampling chunk. Fixed rather than tied to batch_size so that the negatives
+# (and so the metrics) depend on the seed only, not on how scoring is batched.
+_SAMPLE_CHUNK = 65536
+
+
+def _as_ids(a: np.ndarray | Tensor | Sequence[int], name: str) -> Tensor:
+    if isinstance(a, np.ndarray):
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"{name} must hold integer ids, got dtype {a.dtype}")
+        # torch has no uint32/uint64 tensors on every version; int64 holds any realistic id.
+        a = a.astype(np.int64, copy=False)
+    t = torch.as_tensor(a)
+    if t.numel() == 0:
+        # An empty Python list arrives as float32; emptiness is not a dtype error.
+        return torch.zeros(0, dtype=torch.int64)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer ids, got dtype {t.dtype}")
+    return t.reshape(-1).to(device="cpu", dtype=torch.int64)
+
+
+def _check_range(ids: Tensor, bound: int, name: str) -> None:
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= bound:
+            raise ValueError(f"{name} contains {lo if lo < 0 else hi}, outside [0, {bound})")
+
+
+def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    out = tuple(sorted({int(k) for k in ks}))
+    if not out or out[0] < 1:
+        raise ValueError(f"ks must be a non-empty list of positive cut-offs, got {list(ks)}")
+    return out
+
+
+@dataclass(frozen=True)
+class UserItems:
+    """Item lists per user as CSR: user ``u`` has ``indices[indptr[u]:indptr[u + 1]]``.
+
+    Built by ``from_pairs``, which leaves each user's items sorted and unique; ``rows`` relies on
+    that only for its output order.
+    """
+
+    indptr: Tensor  # int64 [n_users + 1]
+    indices: Tensor  # int64 [nnz]
+
+    def __post_init__(self) -> None:
+        if self.indptr.dim() != 1 or self.indices.dim() != 1 or self.indptr.numel() < 1:
+            raise ValueError("indptr and indices must be 1-D, indptr at least of length 1")
+        if self.indptr.dtype != torch.int64 or self.indices.dtype != torch.int64:
+            raise ValueError("indptr and indices must be int64")
+        if int(self.indptr[-1]) != self.indices.numel():
+            raise ValueError(f"indptr[-1] = {int(self.indptr[-1])} but there are {self.indices.numel()} indices")
+
+    @classmethod
+    def from_pairs(cls, users: np.ndarray | Tensor | Sequence[int], items: np.ndarray | Tensor | Sequence[int],
+                   n_users: int) -> UserItems:
+        """Group (user, item) pairs by user; duplicate pairs are dropped, items end up sorted per user."""
+        u, i = _as_ids(users, "users"), _as_ids(items, "items")
+        if u.numel() != i.numel():
+            raise ValueError(f"users and items differ in length ({u.numel()} vs {i.numel()})")
+        _check_range(u, n_users, "users")
+        if i.numel():
+            if int(i.min()) < 0:
+                raise ValueError(f"items contains {int(i.min())}; ids must be >= 0")
+            n_cols = int(i.max()) + 1
+            # One sorted unique pass over int64 keys groups by user, orders items and drops duplicates.
+            key = torch.unique(u * n_cols + i)
+            u, i = key // n_cols, key % n_cols
+        indptr = torch.zeros(n_users + 1, dtype=torch.int64)
+        torch.cumsum(torch.bincount(u, minlength=n_users), 0, out=indptr[1:])
+        return cls(indptr, i)
+
+    @property
+    def n_users(self) -> int:
+        """Number of user rows (users without items included)."""
+        return self.indptr.numel() - 1
+
+    @property
+    def device(self) -> torch.device:
+        """Device the CSR lives on."""
+        return self.indptr.device
+
+    def to(self, device: torch.device | str) -> UserItems:
+        """This CSR on ``device`` (self when already there)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        return UserItems(self.indptr.to(device), self.indices.to(device))
+
+    def counts(self) -> Tensor:
+        """Number of items of each user, int64 [n_users]."""
+        return self.indptr.diff()
+
+    def rows(self, users: Tensor) -> Pairs:
+        """``(row, item)`` pairs for a batch of users: ``row`` is the position in ``users``.
+
+        The shape ``scores[row, item]`` indexing wants, so a mask over a [B, n_items] score batch is
+        one ``index_put_``. Pairs come grouped by row, in the CSR's item order; on this CSR's device.
+        """
+        users = torch.as_tensor(users, device=self.device).reshape(-1).long()
+        start = self.indptr[users]
+        length = self.indptr[users + 1] - start
+        total = int(length.sum())
+        row = torch.repeat_interleave(torch.arange(users.numel(), device=self.device), length, output_size=total)
+        # Pair p of the batch sits at p - (pairs before its row) inside its user's CSR slice.
+        shift = torch.repeat_interleave(start - (length.cumsum(0) - length), length, output_size=total)
+        return row, self.indices[torch.arange(total, device=self.device) + shift]
+
+
+def masked_topk(scores: Tensor, k: int, exclude: Pairs, keep: Pairs | None = None) -> Tensor:
+    """Item ids [B, min(k, n_items)] of each row's best scores, best first, ``exclude`` masked out.
+
+    ``exclude`` and ``keep`` are ``(row, item)`` pairs (``UserItems.rows``). Excluded entries are set
+    to -inf on a copy, so ``scores`` is left untouched; ``keep`` entries are restored afterwards,
+    which is how test items are never excluded. A row with fewer than k non-excluded items fills
+    its tail with excluded ones. The order among tied scores is torch.topk's (unspecified).
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [batch, n_items], got shape {tuple(scores.shape)}")
+    # -inf needs a floating dtype; the copy is what protects the caller's tensor.
+    masked = scores.clone() if scores.is_floating_point() else scores.float()
+    dev = masked.device
+    er, ei = exclude[0].to(dev), exclude[1].to(dev)
+    masked.index_put_((er, ei), torch.tensor(-math.inf, dtype=masked.dtype, device=dev))
+    if keep is not None and keep[0].numel():
+        kr, ki = keep[0].to(dev), keep[1].to(dev)
+        masked.index_put_((kr, ki), scores[kr, ki].to(masked.dtype))
+    return masked.topk(min(k, masked.shape[1]), dim=1, sorted=True).indices
+
+
+def topk_hits(scores: Tensor, k: int, exclude: Pairs, test: Pairs) -> Tensor:
+    """Binary hit list bool [B, k]: whether the item at each of the top-k ranks is a test item.
+
+    Excluded ``(row, item)`` pairs are masked with -inf on a copy; test pairs are never excluded.
+    Columns past n_items (k > n_items) are False.
+    """
+    top = masked_topk(scores, k, exclude, keep=test)
+    dev = scores.device
+    # A dense [B, n_items] membership mask costs one memset (8 MB at B=1024 on Beibei) and turns the
+    # hit test into a gather, with no per-user loop.
+    is_test = torch.zeros(scores.shape, dtype=torch.bool, device=dev)
+    is_test.index_put_((test[0].to(dev), test[1].to(dev)), torch.tensor(True, device=dev))
+    hits = is_test.gather(1, top)
+    if hits.shape[1] < k:
+        hits = torch.cat([hits, hits.new_zeros(hits.shape[0], k - hits.shape[1])], dim=1)
+    return hits
+
+
+def metrics_from_hits(hits: Tensor, n_test: Tensor, ks: Sequence[int],
+                      ndcg_ideal: NdcgIdeal = "standard") -> dict[str, Tensor]:
+    """Per-user float64 metrics from a hit list bool [B, max_k] and each user's test-item count.
+
+    Keys ``hr@K``, ``recall@K``, ``precision@K``, ``ndcg@K`` for each K in ``ks`` (module docstring
+    for the formulas and the two ``ndcg_ideal`` variants). Rows with ``n_test == 0`` get recall 0
+    and, under "standard", NDCG 0.
+    """
+    ks = _check_ks(ks)
+    if ndcg_ideal not in ("standard", "hits"):
+        raise ValueError(f"ndcg_ideal must be 'standard' or 'hits', got {ndcg_ideal!r}")
+    if hits.dim() != 2 or ks[-1] > hits.shape[1]:
+        raise ValueError(f"hits must be [batch, >= {ks[-1]}], got shape {tuple(hits.shape)}")
+    h = hits.to(torch.float64)
+    dev = h.device
+    n_test = n_test.to(device=dev, dtype=torch.float64).reshape(-1)
+    width = h.shape[1]
+    discount = 1.0 / torch.log2(torch.arange(2, width + 2, dtype=torch.float64, device=dev))
+    ideal = discount.cumsum(0)  # ideal[m - 1] = IDCG with m relevant items at the top
+    hits_in_list = h.sum(1)
+    out: dict[str, Tensor] = {}
+    for k in ks:
+        hk = h[:, :k]
+        n_hit = hk.sum(1)
+        dcg = hk @ discount[:k]
+        n_ideal = (n_test if ndcg_ideal == "standard" else hits_in_list).clamp(max=k).long()
+        idcg = torch.where(n_ideal > 0, ideal[(n_ideal - 1).clamp(min=0)], 0.0)
+        out[f"hr@{k}"] = (n_hit > 0).to(torch.float64)
+        out[f"recall@{k}"] = n_hit / n_test.clamp(min=1)
+        out[f"precision@{k}"] = n_hit / k
+        out[f"ndcg@{k}"] = torch.where(idcg > 0, dcg / idcg.clamp(min=1e-300), 0.0)
+    return out
+
+
+def _eval_users(users: np.ndarray | Tensor | Sequence[int], test: UserItems, exclude: UserItems,
+                n_items: int) -> Tensor:
+    """Validated user ids (CPU int64) that have test items, in the given order."""
+    users = _as_ids(users, "users")
+    _check_range(users, min(test.n_users, exclude.n_users), "users")
+    for name, ui in (("test", test), ("exclude", exclude)):
+        # An out-of-range item would be a device-side assert on CUDA; catch it here with a message.
+        _check_range(ui.indices, n_items, f"{name} items")
+    return users[test.counts().cpu()[users] > 0]
+
+
+@overload
+def evaluate_full(score_fn: Callable[[Tensor], Tensor], users: np.ndarray | Tensor | Sequence[int],
+                  test: UserItems, exclude: UserItems, n_items: int, ks: Sequence[int] = ...,
+                  batch_size: int = ..., device: torch.device | str = ..., *,
+                  ndcg_ideal: NdcgIdeal = ..., per_user: Literal[False] = ...) -> dict[str, float]: ...
+@overload
+def evaluate_full(score_fn: Callable[[Tensor], Tensor], users: np.ndarray | Tensor | Sequence[int],
+                  test: UserItems, exclude: UserItems, n_items: int, ks: Sequence[int] = ...,
+                  batch_size: int = ..., device: torch.device | str = ..., *,
+                  ndcg_ideal: NdcgIdeal = ..., per_user: Literal[True]) -> dict[str, Tensor]: ...
+
+
+def evaluate_full(score_fn: Callable[[Tensor], Tensor], users: np.ndarray | Tensor | Sequence[int],
+                  test: UserItems, exclude: UserItems, n_items: int, ks: Sequence[int] = (10,),
+                  batch_size: int = 1024, device: torch.device | str = "cpu", *,
+                  ndcg_ideal: NdcgIdeal = "standard", per_user: bool = False,
+                  ) -> dict[str, float] | dict[str, Tensor]:
+    """Full-ranking HR/Recall/Precision/NDCG@K over all items (protocol in the module docstring).
+
+    ``score_fn(user_ids)`` gets int64 ids on ``device`` and returns scores [B, n_items] (any device).
+    ``exclude`` holds each user's train target items, ``test`` the held-out ones; users without test
+    items are skipped. Returns the averages plus ``users`` (how many were evaluated; metrics are NaN
+    when none). ``per_user=True`` returns float64 per-user tensors instead, with ``users`` the
+    evaluated ids they line up with (for sparsity-group analysis). Per-user values do not depend on
+    ``batch_size`` as long as ``score_fn``'s rows do not.
+    """
+    ks = _check_ks(ks)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    users = _eval_users(users, test, exclude, n_items)
+    n_test = test.counts().cpu()
+    device = torch.device(device)
+    parts: dict[str, list[Tensor]] = {
+        key: [v] for key, v in metrics_from_hits(torch.zeros(0, ks[-1], dtype=torch.bool),
+                                                 torch.zeros(0), ks, ndcg_ideal).items()}
+    # no_grad rather than inference_mode: a score_fn that caches embeddings would otherwise cache
+    # inference tensors, which later raise if the trainer's autograd touches them.
+    with torch.no_grad():
+        for start in range(0, users.numel(), batch_size):
+            batch = users[start:start + batch_size]
+            scores = score_fn(batch.to(device))
+            if tuple(scores.shape) != (batch.numel(), n_items):
+                raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected ({batch.numel()}, {n_items})")
+            hits = topk_hits(scores, ks[-1], exclude.rows(batch), test.rows(batch))
+            # Metrics on CPU from the (exact) hit list: identical float64 values on every device.
+            for key, v in metrics_from_hits(hits.cpu(), n_test[batch], ks, ndcg_ideal).items():
+                parts[key].append(v)
+    values = {key: torch.cat(v) for key, v in parts.items()}
+    if per_user:
+        return {"users": users, **values}
+    result: dict[str, float] = {key: float(v.mean()) if v.numel() else math.nan for key, v in values.items()}
+    result["users"] = int(users.numel())
+    return result
+
+
+def _distinct_below(bound: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """int64 [R, n]: per row, n distinct values drawn uniformly from [0, bound[row]), sorted.
+
+    Draw with replacement, then redraw duplicates until none are left. The procedure treats all
+    values alike, so the resulting set is uniform over the n-subsets; with n << bound (99 of ~8k)
+    a round or two suffices.
+    """
+    rows = bound.numel()
+    hi = bound.to(torch.float64).unsqueeze(1)
+    cap = (bound - 1).unsqueeze(1)
+    # float64 uniforms: float32's 2^-24 resolution would make large item ranges non-uniform.
+    idx = torch.minimum((torch.rand(rows, n, generator=generator, dtype=torch.float64) * hi).long(), cap)
+    active = torch.arange(rows)
+    while active.numel() and n > 1:
+        sub = idx[active].sort(dim=1).values
+        dup = torch.zeros_like(sub, dtype=torch.bool)
+        dup[:, 1:] = sub[:, 1:] == sub[:, :-1]
+        has = dup.any(1)
+        if has.any():
+            which = dup.nonzero(as_tuple=True)[0]
+            row_hi, row_cap = hi[active][which, 0], cap[active][which, 0]
+            fresh = (torch.rand(which.numel(), generator=generator, dtype=torch.float64) * row_hi).long()
+            sub[dup] = torch.minimum(fresh, row_cap)
+        idx[active] = sub
+        active = active[has]
+    return idx
+
+
+def sample_negatives(users: Tensor, forbidden: UserItems, n_items: int, n: int,
+                     generator: torch.Generator) -> Tensor:
+    """int64 [len(users), n]: per entry, n distinct items drawn uniformly from the items not in
+    ``forbidden`` for that user, in ascending id order. CPU; ``generator`` must be a CPU generator.
+
+    Raises ValueError when a user has fewer than n allowed items.
+    """
+    users = _as_ids(users, "users")
+    counts = forbidden.counts()
+    allowed = n_items - counts[users]
+    short = (allowed < n).nonzero()
+    if short.numel():
+        p = int(short[0])
+        raise ValueError(f"user {int(users[p])} has {int(allowed[p])} allowed items, fewer than {n} negatives")
+    out = torch.empty(users.numel(), n, dtype=torch.int64)
+    stride = n_items + 1
+    for start in range(0, users.numel(), _SAMPLE_CHUNK):
+        u = users[start:start + _SAMPLE_CHUNK]
+        idx = _distinct_below(allowed[start:start + _SAMPLE_CHUNK], n, generator)
+        row, item = forbidden.rows(u)
+        if item.numel():
+            # idx is a position among the allowed items; the allowed item at position t is
+            # t + #{j : g_j <= t} with g_j = e_j - j over the sorted forbidden items e_j. Offsetting
+            # each row's g by row * (n_items + 1) keeps one flat array sorted, so a single 1-D
+            # searchsorted serves every row without padding to the heaviest user.
+            c = counts[u]
+            pos = torch.arange(item.numel()) - torch.repeat_interleave(c.cumsum(0) - c, c, output_size=item.numel())
+            keys = row * stride + (item - pos)
+            base = torch.arange(u.numel()).unsqueeze(1) * stride
+            before = (c.cumsum(0) - c).unsqueeze(1)
+            idx = idx + torch.searchsorted(keys, idx + base, right=True) - before
+        out[start:start + u.numel()] = idx
+    return out
+
+
+def _union(a: UserItems, b: UserItems) -> UserItems:
+    n_users = max(a.n_users, b.n_users)
+
+    def pairs(ui: UserItems) -> tuple[Tensor, Tensor]:
+        return torch.repeat_interleave(torch.arange(ui.n_users), ui.counts()), ui.indices
+
+    (ua, ia), (ub, ib) = pairs(a.to("cpu")), pairs(b.to("cpu"))
+    return UserItems.from_pairs(torch.cat([ua, ub]), torch.cat([ia, ib]), n_users)
+
+
+def evaluate_sampled(score_pairs_fn: Callable[[Tensor, Tensor], Tensor],
+                     users: np.ndarray | Tensor | Sequence[int], test: UserItems, exclude: UserItems,
+                     n_items: int, n_negatives: int = 99, ks: Sequence[int] = (10,),
+                     seed: int | torch.Generator = 0, batch_size: int = 4096,
+                     device: torch.device | str = "cpu") -> dict[str, float]:
+    """Sampled-protocol HR@K and NDCG@K: each (user, test item) ranked among itself + n negatives.
+
+    Negatives are drawn uniformly without replacement from the items outside ``exclude`` (train,
+    valid and test purchases) and outside the user's test items, on CPU from ``seed`` (an int, or a
+    CPU ``torch.Generator`` that is advanced), independently of ``batch_size`` and ``device``.
+    ``score_pairs_fn(user_ids [B], item_ids [B, 1 + n])``, both on ``device``, returns scores
+    [B, 1 + n]; column 0 is the positive. Rank is pessimistic (module docstring). Returns averages
+    over pairs plus ``users`` (evaluated users) and ``pairs``.
+    """
+    ks = _check_ks(ks)
+    if n_negatives < 0 or batch_size < 1:
+        raise ValueError(f"need n_negatives >= 0 and batch_size >= 1, got {n_negatives}, {batch_size}")
+    users = _eval_users(users, test, exclude, n_items)
+    if isinstance(seed, torch.Generator):
+        generator = seed
+    else:
+        generator = torch.Generator().manual_seed(int(seed))
+    row, positives = test.to("cpu").rows(users)
+    pair_users = users[row]
+    negatives = sample_negatives(pair_users, _union(exclude, test), n_items, n_negatives, generator)
+    items = torch.cat([positives.unsqueeze(1), negatives], dim=1)
+    device = torch.device(device)
+    ranks = []
+    with torch.no_grad():
+        for start in range(0, items.shape[0], batch_size):
+            b_items = items[start:start + batch_size].to(device)
+            scores = score_pairs_fn(pair_users[start:start + batch_size].to(device), b_items)
+            if tuple(scores.shape) != tuple(b_items.shape):
+                raise ValueError(f"score_pairs_fn returned shape {tuple(scores.shape)}, expected {tuple(b_items.shape)}")
+            # "not below" counts ties and NaN negatives against the positive, and a NaN positive
+            # loses to everything: a degenerate model cannot rank well by accident.
+            ranks.append(1 + (~(scores[:, 1:] < scores[:, :1])).sum(1).cpu())
+    rank = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.int64)
+    gain = 1.0 / torch.log2(rank.to(torch.float64) + 1)
+    result: dict[str, float] = {}
+    for k in ks:
+        inside = rank <= k
+        result[f"hr@{k}"] = float(inside.to(torch.float64).mean()) if rank.numel() else math.nan
+        result[f"ndcg@{k}"] = float(torch.where(inside, gain, 0.0).mean()) if rank.numel() else math.nan
+    result["users"] = int(users.numel())
+    result["pairs"] = int(rank.numel())
+    return result
