@@ -49,6 +49,17 @@ def _check_range(ids: Tensor, bound: int, name: str) -> None:
                              f"every id in {name} must be >= 0 and < {bound}")
 
 
+def keep_mask(n: int, keep: float, device: torch.device | str | None = None,
+              generator: torch.Generator | None = None) -> Tensor:
+    """n Bernoulli(keep) booleans, with keep resolved to 2^-16. One 64-bit draw gives four 16-bit
+    uniforms: ~4x fewer random draws than torch.rand and ~10x faster than torch.bernoulli_ on CPU
+    (dropout masks were a tenth of an HPMR training step)."""
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    bits.random_(-(2**63), None, generator=generator)
+    threshold = min(round(keep * 2**16), 2**16 - 1) - 2**15
+    return bits.view(torch.int16)[:n] < threshold
+
+
 class SparseAdj:
     """A CSR ``matrix`` with its ``transpose`` stored as its own CSR.
 
@@ -160,16 +171,11 @@ class SparseAdj:
             raise ValueError(f"keep must be in (0, 1], got {keep}")
         if keep == 1.0:
             return self
-        n = self.nnz
-        # One 64-bit draw gives two 32-bit uniforms: ~2x faster than torch.rand on CPU, and keep is
-        # resolved to 2^-32 (torch.rand's float32 resolves 2^-24).
-        bits = torch.empty((n + 1) // 2, dtype=torch.int64, device=self.device)
-        bits.random_(-(2**63), None, generator=generator)
-        threshold = min(round(keep * 2**32), 2**32 - 1) - 2**31
+        mask = keep_mask(self.nnz, keep, self.device, generator)
         out = SparseAdj.__new__(SparseAdj)
         out._matrix = out._transpose = None
         out.perm, out.cpu_tile_bytes = self.perm, self.cpu_tile_bytes
-        out._base, out._mask, out._scale = self, bits.view(torch.int32)[:n] < threshold, 1.0 / keep
+        out._base, out._mask, out._scale = self, mask, 1.0 / keep
         out._plans, out._tiles = self._plans, {}
         return out
 

@@ -245,7 +245,7 @@ def _snapshot_for(args: argparse.Namespace) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from graphrec.config import load_config, model_params
+    from graphrec.config import load_config, model_params, train_config
     from graphrec.train import fit
 
     snapshot_path = _snapshot_for(args)
@@ -257,7 +257,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     run = Path(args.run) if args.run else (Path(args.home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "runs"
                                            / f"{snapshot_path.name}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = fit(args.model, params, cfg.train, snapshot_path, run, device=args.device, resume=args.resume)
+    result = fit(args.model, params, train_config(cfg, args.model), snapshot_path, run, device=args.device,
+                 resume=args.resume)
     print(f"run directory: {result.run_dir}")
     return 0
 

@@ -103,6 +103,8 @@ class Config:
     #: Per-model hyperparameters, e.g. ``models: {hpmr: {layers: 3}}``; checked against the model's
     #: params dataclass when that model is built (unknown model names and keys are errors).
     models: dict[str, dict] = field(default_factory=dict)
+    #: Per-model overrides of ``train`` (e.g. a larger batch for pairwise BPR models).
+    model_train: dict[str, dict] = field(default_factory=dict)
 
 
 def _strip_optional(tp: Any) -> Any:
@@ -201,6 +203,14 @@ def model_params(config: Config, name: str) -> Any:
         raise ConfigError(f"models: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(MODELS))}")
     entry = get_model(name)
     return _build(entry.params, config.models.get(name) or {}, f"models.{name}")
+
+
+def train_config(config: Config, name: str) -> TrainConfig:
+    """``config.train`` with ``config.model_train[name]`` applied on top, strictly."""
+    over = config.model_train.get(name) or {}
+    if not over:
+        return config.train
+    return _build(TrainConfig, _merge(dataclasses.asdict(config.train), over), f"model_train.{name}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -211,7 +211,7 @@ def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot
     tc = TrainConfig(**{k: v for k, v in info.train.items()})
     params = params_from_dict(info.model, info.params)
     cls = get_model(info.model).cls
-    data = TrainData.from_snapshot(s, tc.protocol, cls.relations(_meta(s)), tc.pad_percentile, device)
+    data = TrainData.from_snapshot(s, tc.protocol, cls.label_relations(_meta(s)), tc.pad_percentile, device)
     model = build_model(info.model, params, data.meta).to(device)
     state = torch.load(Path(run_dir) / weights, map_location=device, weights_only=True)
     model.load_state_dict(state["model"] if "model" in state else state)
@@ -255,7 +255,7 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
     np.random.seed(tc.seed)
     s = snap.read(snapshot_path)
     entry = get_model(model_name)
-    data = TrainData.from_snapshot(s, tc.protocol, entry.cls.relations(_meta(s)), tc.pad_percentile, dev)
+    data = TrainData.from_snapshot(s, tc.protocol, entry.cls.label_relations(_meta(s)), tc.pad_percentile, dev)
     graphs = data.graphs(entry.cls.relations(data.meta), dev)
     model = build_model(model_name, params, data.meta).to(dev)
     opt = (torch.optim.Adam(model.parameters(), lr=tc.lr) if tc.optimizer == "adam"

@@ -8,7 +8,7 @@ from typing import Callable, ClassVar, Mapping
 import torch
 from torch import Tensor, nn
 
-from graphrec.adjacency import SparseAdj
+from graphrec.adjacency import SparseAdj, keep_mask
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,22 @@ class Recommender(nn.Module):
     """Interface of every model in the registry.
 
     ``batching`` tells the trainer what a batch is: ``"users"`` (whole-data loss over all items)
-    or ``"pairs"`` (sampled negatives). ``relations(meta)`` names the graphs the model needs;
-    the trainer builds their normalized adjacency once and passes it to ``loss`` and ``scorer``.
+    or ``"pairs"`` (sampled negatives). ``relations(meta)`` names the graphs the model propagates
+    over (the trainer builds their normalized adjacency once and passes it to ``loss`` and
+    ``scorer``); ``label_relations(meta)`` the item lists its loss reads.
     """
 
     batching: ClassVar[str] = "users"
 
     @staticmethod
     def relations(meta: GraphMeta) -> tuple[str, ...]:
+        """Relations whose normalized adjacency the model propagates over."""
         return meta.behaviors
+
+    @classmethod
+    def label_relations(cls, meta: GraphMeta) -> tuple[str, ...]:
+        """Relations whose per-user item lists the loss reads (Batch.positives)."""
+        return cls.relations(meta)
 
     def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -87,3 +94,12 @@ def drop_edges(graphs: Graphs, keep: float, training: bool, generator: torch.Gen
     if not training or keep >= 1.0:
         return graphs
     return {k: g.dropout(keep, generator) for k, g in graphs.items()}
+
+
+def dropout(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Inverted dropout with the fast mask of graphrec.adjacency (F.dropout's bernoulli_ took 28 ms
+    per (U+V)×64 Beibei tensor on 2 cores, this ~6 ms; it ran 6× per HPMR step)."""
+    if not training or rate == 0.0:
+        return x
+    scale = keep_mask(x.numel(), 1.0 - rate, x.device).view(x.shape).to(x.dtype).mul_(1.0 / (1.0 - rate))
+    return x * scale

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphrec.losses import l2, whole_data_loss
-from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, xavier
+from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, dropout, xavier
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class GHCF(Recommender):
                 if p.coefficient[k] == 0:
                     continue
                 agg = agg + p.coefficient[k] * F.leaky_relu(((graphs[b] @ x) * rel[k]) @ self.w_gc[layer], 0.2)
-            x = F.dropout(agg, p.mess_dropout, self.training)
+            x = dropout(agg, p.mess_dropout, self.training)
             rel = rel @ self.w_rel[layer]
             outs.append(x)
             rels.append(rel)

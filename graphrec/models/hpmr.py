@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphrec.losses import l2, whole_data_loss
-from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, xavier
+from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, dropout, xavier
 from graphrec.schema import derived_name
 
 Encoder = Literal["gccf", "lightgcn", "gcn", "ghcf", "ngcf"]
@@ -67,8 +67,10 @@ class HPMRParams:
 class HPMR(Recommender):
     batching = "users"
 
-    @staticmethod
-    def relations(meta: GraphMeta) -> tuple[str, ...]:
+    @classmethod
+    def label_relations(cls, meta: GraphMeta) -> tuple[str, ...]:
+        # The derived i_not_j relations supervise the unique parts (URS). Propagating over their
+        # graphs has no effect on any output in the reference code (§1.3), so they are labels only.
         return meta.behaviors + tuple(derived_name(i, j) for i, j in meta.pairs())
 
     def __init__(self, params: HPMRParams, meta: GraphMeta):
@@ -111,22 +113,22 @@ class HPMR(Recommender):
     def _encode(self, adj, ego: Tensor, rel0: Tensor) -> tuple[Tensor, Tensor]:
         """Encoder of one behavior: layer-mean embeddings and layer-mean relation vector."""
         x, rel = ego, rel0
-        outs, rels = [ego], [rel0]
+        acc, rel_acc = ego, rel0
         for layer in range(self.params.layers):
             x = self._layer(adj, x, rel, ego, layer)
-            x = F.dropout(x, self.params.mess_dropout, self.training)
+            x = dropout(x, self.params.mess_dropout, self.training)
             rel = rel @ self.w_rel[layer]
-            outs.append(x)
-            rels.append(rel)
-        return torch.stack(outs).mean(0), torch.stack(rels).mean(0)
+            acc, rel_acc = acc + x, rel_acc + rel
+        n = self.params.layers + 1
+        return acc / n, rel_acc / n
 
     def _transfer(self, adj, x0: Tensor, rel0: Tensor) -> Tensor:
-        x, rel, outs = x0, rel0, [x0]
+        x, rel, acc = x0, rel0, x0
         for layer in range(self.params.transfer_layers):
             x = self._layer(adj, x, rel, x0, layer)
             rel = rel @ self.w_rel[layer]
-            outs.append(x)
-        return torch.stack(outs).mean(0)
+            acc = acc + x
+        return acc / (self.params.transfer_layers + 1)
 
     def _project(self, o: Tensor, t: Tensor) -> Tensor:
         return ((o * t).sum(-1, keepdim=True) / (t.square().sum(-1, keepdim=True) + 1e-12)) * t

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphrec.losses import l2, whole_data_loss
-from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, xavier
+from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, dropout, xavier
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class LightGCNM(Recommender):
         for _ in range(p.layers):
             x = sum(p.coefficient[k] * (graphs[b] @ x) for k, b in enumerate(self.meta.behaviors)
                     if p.coefficient[k] != 0)
-            x = F.dropout(x, p.mess_dropout, self.training)
+            x = dropout(x, p.mess_dropout, self.training)
             outs.append(x)
         return torch.stack(outs).mean(0)
 
