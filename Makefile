@@ -12,7 +12,7 @@ TORCH  ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 LAUNCHER := neo4j-runtime/target/classes/graphrec/Launcher.class
 
-.PHONY: setup java demo test bench-ingest clean-state
+.PHONY: setup java demo test bench-ingest bench-export bench-propagation clean-state
 
 setup: $(STAMP) $(LAUNCHER)
 
@@ -35,15 +35,30 @@ java:
 $(LAUNCHER): neo4j-runtime/pom.xml neo4j-runtime/src/main/java/graphrec/Launcher.java $(STAMP) | java
 	$(BIN)/graphrec neo4j install
 
+DEMO_RUN ?= .graphrec/runs/$(DATASET)-hpmr-demo
+DEMO_USERS ?= --user 0 --user 1
+
 demo: setup
 	$(BIN)/graphrec ingest --dataset $(DATASET) --source $(DATA)/$(DATASET) --config configs/$(DATASET).yaml
 	$(BIN)/graphrec inspect --dataset $(DATASET)
+	$(BIN)/graphrec export --dataset $(DATASET)
+	rm -rf $(DEMO_RUN)
+	$(BIN)/graphrec train --model hpmr --dataset $(DATASET) --config configs/$(DATASET).yaml \
+	  --set train.epochs=5 --set train.eval_every=5 --run $(DEMO_RUN)
+	$(BIN)/graphrec evaluate --run $(DEMO_RUN) --ks 10,50 --sampled
+	$(BIN)/graphrec recommend --run $(DEMO_RUN) $(DEMO_USERS) -k 5 --write-back
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench-ingest: setup
 	$(BIN)/python bench/ingest.py
+
+bench-export: setup
+	$(BIN)/python bench/export.py
+
+bench-propagation: setup
+	$(BIN)/python bench/propagation.py
 
 clean-state:
 	-$(BIN)/graphrec neo4j stop

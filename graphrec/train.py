@@ -269,8 +269,8 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
         if not ckpt_path.is_file():
             raise TrainError(f"--resume: no {CHECKPOINT} in {run_dir}")
         prev = load_run(run_dir)
-        if (prev.model, prev.params, prev.snapshot_manifest_sha256) != (info.model, info.params,
-                                                                         info.snapshot_manifest_sha256):
+        same_params = json.loads(json.dumps(info.params)) == prev.params
+        if (prev.model, prev.snapshot_manifest_sha256) != (info.model, info.snapshot_manifest_sha256) or not same_params:
             raise TrainError(f"--resume: {run_dir} was trained with a different model, params or snapshot; "
                              "start a new run directory instead")
         ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
@@ -279,6 +279,10 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         state = json.loads(ckpt["state"])
+        # metrics written after the checkpoint (a run stopped between evaluations) are redone
+        rows = (run_dir / METRICS_FILE).read_text().splitlines()
+        (run_dir / METRICS_FILE).write_text("".join(r + "\n" for r in rows[:state["epoch"]]))
+        (run_dir / RUN_FILE).write_text(info.to_json())  # epochs and patience may change on resume
         _say(log, f"resuming {run_dir} after epoch {state['epoch']}")
     else:
         if (run_dir / METRICS_FILE).exists():

@@ -115,3 +115,28 @@ def test_cli_export_of_unknown_dataset_lists_choices(neo4j_db, dataset_name, tmp
                    str(tmp_path / "s"), *neo4j_db.conn_args()])
     assert rc == cli.EXIT_FAILURE
     assert f"no dataset named '{dataset_name}_none'" in capsys.readouterr().err
+
+
+def test_recommend_write_back_replaces_the_runs_earlier_ones(neo4j_db, tiny_csv, dataset_name, tmp_path, capsys):
+    from graphrec.queries import get_query, run_query
+
+    _ingest(neo4j_db.driver, tiny_csv, dataset_name)
+    path = export_dataset(neo4j_db.driver, dataset_name, tmp_path / "snap").path
+    run = tmp_path / "run"
+    assert cli.main(["train", "--model", "lightgcn_m", "--snapshot", str(path), "--run", str(run), "--device", "cpu",
+                     "--set", "train.protocol=paper", "--set", "train.epochs=2", "--set", "train.batch_size=2",
+                     "--set", "models.lightgcn_m.coefficient=[0.2,0.3,0.5]",
+                     "--set", "models.lightgcn_m.neg_weight=[0.1,0.1,0.1]"]) == 0
+    args = [*neo4j_db.cli_args(), "recommend", "--run", str(run), "--user", "u2", "--user", "u3", "--write-back",
+            "--device", "cpu", *neo4j_db.conn_args()]
+    assert cli.main(args + ["-k", "2"]) == 0
+    assert cli.main(args + ["-k", "1"]) == 0  # replaces, does not add
+    q = get_query("recommendations")
+    cols, rows = run_query(neo4j_db.driver, q, q.bind({"dataset": dataset_name, "user": "u2"}))
+    got = [dict(zip(cols, r)) for r in rows]
+    assert [(r["run"], r["model"], r["rank"]) for r in got] == [("run", "lightgcn_m", 1)]
+    assert got[0]["item"] in {"b", "d"}  # u2 bought a and c: only b and d are left
+    _, rows = run_query(neo4j_db.driver, q, q.bind({"dataset": dataset_name, "user": "u3"}))
+    assert len(rows) == 1
+    # the interaction report is unaffected by written-back recommendations
+    assert snapshot_report(snap.read(path)).relationships == dataset_report(neo4j_db.driver, dataset_name).relationships

@@ -1,0 +1,175 @@
+"""One contract for every registered model: it builds from graph metadata, its loss is finite and
+decreases, it excludes seen items, its state round-trips, it is deterministic under a seed, and it
+ranks the right item first on a graph of two communities."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from graphrec import snapshot as snap
+from graphrec.config import TrainConfig
+from graphrec.models import MODELS, build_model
+from graphrec.models.base import Batch, GraphMeta
+from graphrec.recommend import recommend
+from graphrec.schema import Behaviors
+from graphrec.train import TrainData, _batches, fit, open_model
+
+N_PER_SIDE = 8  # users per community; each community has 5 items
+
+
+def two_communities() -> snap.Snapshot:
+    """Users 0-7 live on items 0-4, users 8-15 on items 5-9. Each user bought the 4 in-community
+    items other than its own test item t_u (train), so the only unseen in-community item is t_u:
+    every sensible model must rank t_u first among unseen items. Even users also carted t_u,
+    which makes cart_not_buy non-empty."""
+    cart_u, cart_i, buy_u, buy_i, split = [], [], [], [], []
+    for u in range(2 * N_PER_SIDE):
+        base = 0 if u < N_PER_SIDE else 5
+        test = base + u % 5
+        for i in range(base, base + 5):
+            if i != test:
+                cart_u.append(u), cart_i.append(i)
+                buy_u.append(u), buy_i.append(i), split.append(snap.SPLIT_CODES["train"])
+            else:
+                buy_u.append(u), buy_i.append(i), split.append(snap.SPLIT_CODES["test"])
+                if u % 2 == 0:
+                    cart_u.append(u), cart_i.append(i)
+    train = {(u, i) for u, i, c in zip(buy_u, buy_i, split) if c == snap.SPLIT_CODES["train"]}
+    cnb = [(u, i) for u, i in zip(cart_u, cart_i) if (u, i) not in train]
+    return snap.build(
+        "communities", Behaviors(("cart", "buy")), [str(u) for u in range(2 * N_PER_SIDE)],
+        [str(i) for i in range(10)],
+        {"cart": {"user": cart_u, "item": cart_i},
+         "buy": {"user": buy_u, "item": buy_i, "split": split},
+         "cart_not_buy": {"user": [u for u, _ in cnb], "item": [i for _, i in cnb],
+                          "holdout": [snap.SPLIT_CODES["test"]] * len(cnb)}})
+
+
+def held_out_item(u: int) -> int:
+    return (0 if u < N_PER_SIDE else 5) + u % 5
+
+
+# dim 4: the held-out item is a training negative, so only a low-rank model is forced to generalize
+# from its community instead of memorizing it away (at dim 16 GHCF and HPMR memorize it).
+TINY_PARAMS = {
+    "hpmr": dict(dim=4, layers=2, decay=0.001, mess_dropout=0.0, node_dropout=0.0, alpha=(1.0, 1.0, 1.0),
+                 coefficient=(0.5, 0.5), neg_weight=(0.2, 0.2), unique_neg_weight=0.2),
+    "ghcf": dict(dim=4, layers=2, decay=0.001, mess_dropout=0.0, node_dropout=0.0, coefficient=(0.5, 0.5),
+                 neg_weight=(0.2, 0.2)),
+    "lightgcn_m": dict(dim=4, layers=2, decay=0.001, mess_dropout=0.0, node_dropout=0.0, coefficient=(0.5, 0.5),
+                       neg_weight=(0.2, 0.2)),
+    "lightgcn": dict(dim=4, layers=2, reg=1e-4),
+}
+TINY_TRAIN = TrainConfig(protocol="paper", epochs=60, batch_size=8, lr=0.02, eval_every=20, patience=50,
+                         seed=7, drop_last=False)
+
+
+def tiny_params(name: str):
+    return MODELS[name].params(**TINY_PARAMS[name])
+
+
+def test_every_registered_model_has_tiny_params():
+    assert set(TINY_PARAMS) == set(MODELS), "add the new model to TINY_PARAMS so the contract covers it"
+
+
+@pytest.fixture(scope="module")
+def communities_path(tmp_path_factory):
+    return snap.write(two_communities(), tmp_path_factory.mktemp("communities") / "snap")
+
+
+@pytest.fixture(scope="module")
+def trained(communities_path, tmp_path_factory):
+    """One short training run per model (shared by the tests below)."""
+    out = {}
+    for name in MODELS:
+        run = tmp_path_factory.mktemp(f"run-{name}")
+        out[name] = fit(name, tiny_params(name), TINY_TRAIN, communities_path, run, device="cpu", log=None)
+    return out
+
+
+def _setup(name: str, snapshot_path, seed: int = 0):
+    torch.manual_seed(seed)
+    s = snap.read(snapshot_path)
+    meta = GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
+    cls = MODELS[name].cls
+    data = TrainData.from_snapshot(s, "paper", cls.label_relations(meta), 99.99, "cpu")
+    model = build_model(name, tiny_params(name), data.meta)
+    return model, data, data.graphs(cls.relations(data.meta), "cpu")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_builds_from_metadata_and_scores_all_items(name, communities_path):
+    model, data, graphs = _setup(name, communities_path)
+    model.eval()
+    with torch.no_grad():
+        scores = model.scorer(graphs)(torch.arange(5))
+    assert scores.shape == (5, 10) and torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_loss_is_finite_and_decreases(name, communities_path):
+    model, data, graphs = _setup(name, communities_path)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        epoch = 0.0
+        for batch in _batches(model, data, dataclasses.replace(TINY_TRAIN, batch_size=16), gen, "cpu"):
+            model.train()
+            loss, parts = model.loss(batch, graphs)
+            assert torch.isfinite(loss) and all(np.isfinite(v) for v in parts.values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            epoch += float(loss.detach())
+        losses.append(epoch)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1 * abs(np.mean(losses[:5]))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_state_round_trip_gives_identical_scores(name, communities_path):
+    model, data, graphs = _setup(name, communities_path, seed=1)
+    clone, _, _ = _setup(name, communities_path, seed=2)
+    clone.load_state_dict(model.state_dict())
+    model.eval(), clone.eval()
+    with torch.no_grad():
+        users = torch.arange(16)
+        torch.testing.assert_close(model.scorer(graphs)(users), clone.scorer(graphs)(users), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_training_is_deterministic_under_a_seed(name, communities_path, tmp_path):
+    tc = dataclasses.replace(TINY_TRAIN, epochs=6, eval_every=3)
+    a = fit(name, tiny_params(name), tc, communities_path, tmp_path / "a", device="cpu", log=None)
+    b = fit(name, tiny_params(name), tc, communities_path, tmp_path / "b", device="cpu", log=None)
+    la = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    lb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda rows: [{k: v for k, v in __import__("json").loads(r).items() if "seconds" not in k}  # noqa: E731
+                          for r in rows]
+    assert strip(la) == strip(lb)
+    assert a.final["results"]["test"] == {**b.final["results"]["test"], "seconds": a.final["results"]["test"]["seconds"]}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_top1_is_the_held_out_in_community_item(name, trained):
+    result = trained[name]
+    info, model, data, graphs = open_model(result.run_dir, "cpu")
+    with torch.no_grad():
+        scores = model.scorer(graphs)(torch.arange(2 * N_PER_SIDE))
+    train_u, train_i = data.edges["buy"]
+    scores[torch.as_tensor(train_u, dtype=torch.long), torch.as_tensor(train_i, dtype=torch.long)] = -float("inf")
+    top1 = scores.argmax(1).tolist()
+    assert top1 == [held_out_item(u) for u in range(2 * N_PER_SIDE)], f"{name}: top-1 = {top1}"
+    assert result.final["results"]["test"]["hr@10"] == 1.0 and result.final["results"]["test"]["ndcg@10"] == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_recommend_excludes_every_seen_purchase(name, trained):
+    users = [str(u) for u in range(2 * N_PER_SIDE)]
+    recs = recommend(trained[name].run_dir, users, k=3, device="cpu")
+    # all 5 in-community items are purchases (4 train + the test one): only the other side is left
+    assert len(recs) == 3 * len(users)
+    assert all((int(r.item) >= 5) == (int(r.user) < N_PER_SIDE) for r in recs)
+    assert [r.rank for r in recs[:3]] == [1, 2, 3] and recs[0].score >= recs[1].score >= recs[2].score

@@ -1,0 +1,107 @@
+"""Training data per protocol, resume, strict config, and the train/evaluate/recommend CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from graphrec import cli
+from graphrec import snapshot as snap
+from graphrec.config import ConfigError, load_config, model_params, train_config
+from graphrec.train import TrainData, TrainError, fit
+
+from conftest import tiny_snapshot
+from test_models_contract import TINY_TRAIN, tiny_params, two_communities
+
+
+def with_valid() -> snap.Snapshot:
+    """tiny_snapshot plus a validation purchase (u1, i0) and the derived edge it leaves behind."""
+    s = tiny_snapshot()
+    return snap.build("tiny", s.behaviors, s.users.keys, s.items.keys, {
+        "cart": {"user": [0, 0, 1, 1, 2, 2], "item": [0, 1, 0, 2, 0, 3]},
+        "buy": {"user": [0, 0, 1, 1, 2], "item": [0, 1, 0, 2, 3], "split": [0, 2, 1, 0, 0]},
+        "cart_not_buy": {"user": [0, 1, 2], "item": [1, 0, 0], "holdout": [2, 1, -1]},
+    })
+
+
+def test_protocols_decide_what_is_trained_on():
+    s = with_valid()
+    paper = TrainData.from_snapshot(s, "paper", ("cart", "buy", "cart_not_buy"))
+    honest = TrainData.from_snapshot(s, "honest", ("cart", "buy", "cart_not_buy"))
+    pairs = lambda d, r: sorted(zip(*(a.tolist() for a in d.edges[r])))  # noqa: E731
+    # paper: the validation purchase is a training purchase, so its derived edge disappears
+    assert pairs(paper, "buy") == [(0, 0), (1, 0), (1, 2), (2, 3)]
+    assert pairs(paper, "cart_not_buy") == [(0, 1), (2, 0)]
+    assert paper.selection == "test" and set(paper.eval_sets) == {"test"}
+    # honest: it is held out, selection on it, and test excludes it from ranking too
+    assert pairs(honest, "buy") == [(0, 0), (1, 2), (2, 3)]
+    assert pairs(honest, "cart_not_buy") == [(0, 1), (1, 0), (2, 0)]
+    assert honest.selection == "valid"
+    test, exclude = honest.eval_sets["test"]
+    assert test.indices.tolist() == [1] and sorted(exclude.indices[exclude.indptr[1]:exclude.indptr[2]].tolist()) == [0, 2]
+    # padded positive lists: pad value = n_items
+    assert honest.positives["buy"].tolist() == [[0], [2], [3]]
+    assert paper.positives["buy"].tolist() == [[0, 4], [0, 2], [3, 4]]
+
+
+def test_honest_protocol_without_validation_purchases_says_what_to_do():
+    with pytest.raises(TrainError, match="train.protocol=paper"):
+        TrainData.from_snapshot(tiny_snapshot(), "honest", ("cart", "buy"))
+
+
+def test_resume_continues_to_the_same_result(tmp_path):
+    import dataclasses
+
+    path = snap.write(two_communities(), tmp_path / "snap")
+    tc = dataclasses.replace(TINY_TRAIN, epochs=8, eval_every=2, patience=100)
+    full = fit("ghcf", tiny_params("ghcf"), tc, path, tmp_path / "full", device="cpu", log=None)
+    # the same run stopped after epoch 4 (its last checkpoint), then resumed
+    stop = dataclasses.replace(tc, epochs=4)
+    fit("ghcf", tiny_params("ghcf"), stop, path, tmp_path / "part", device="cpu", log=None)
+    resumed = fit("ghcf", tiny_params("ghcf"), tc, path, tmp_path / "part", device="cpu", resume=True, log=None)
+    losses = lambda d: [json.loads(r)["loss"] for r in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    np.testing.assert_allclose(losses(tmp_path / "part"), losses(tmp_path / "full"), rtol=1e-6)
+    assert resumed.epochs_run == full.epochs_run == 8
+    with pytest.raises(TrainError, match="already holds a run; pass --resume"):
+        fit("ghcf", tiny_params("ghcf"), tc, path, tmp_path / "full", device="cpu", log=None)
+    with pytest.raises(TrainError, match="different model, params or snapshot"):
+        fit("lightgcn", tiny_params("lightgcn"), tc, path, tmp_path / "full", device="cpu", resume=True, log=None)
+
+
+def test_strict_model_config(tmp_path):
+    cfg = load_config("configs/beibei.yaml", ["models.hpmr.layers=2"])
+    assert model_params(cfg, "hpmr").layers == 2 and model_params(cfg, "hpmr").coefficient == (5 / 6, 1 / 6)
+    assert train_config(cfg, "lightgcn").batch_size == 2048 and train_config(cfg, "hpmr").batch_size == 256
+    with pytest.raises(ConfigError, match=r"models.hpmr: unknown key\(s\) 'layerz'; valid keys: dim, encoder"):
+        model_params(load_config(None, ["models.hpmr.layerz=2"]), "hpmr")
+    with pytest.raises(ConfigError, match="unknown model 'hprm'; among choices: ghcf, hpmr"):
+        model_params(load_config(None, ["models.hprm.layers=2"]), "hpmr")
+    with pytest.raises(ConfigError, match="unknown encoder 'gccn'"):
+        model_params(load_config(None, ["models.hpmr.encoder=gccn"]), "hpmr")
+    with pytest.raises(ConfigError, match="train.metric must be"):
+        load_config(None, ["train.metric=hr@20"])
+
+
+def test_cli_train_evaluate_recommend(tmp_path, capsys):
+    path = snap.write(two_communities(), tmp_path / "snap")
+    run = tmp_path / "run"
+    rc = cli.main(["train", "--model", "lightgcn_m", "--snapshot", str(path), "--run", str(run), "--device", "cpu",
+                   "--set", "train.protocol=paper", "--set", "train.epochs=4", "--set", "train.eval_every=2",
+                   "--set", "models.lightgcn_m.coefficient=[0.5,0.5]", "--set", "models.lightgcn_m.dim=4"])
+    assert rc == 0
+    for name in ("run.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "results.md", "results.json", "curve.png"):
+        assert (run / name).is_file(), name
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--run", str(run), "--ks", "1,5", "--sampled", "--negatives", "3",
+                     "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "1 + 3 sampled" in out and "hr@5" in out
+    assert cli.main(["recommend", "--run", str(run), "--user", "0", "-k", "2", "--device", "cpu"]) == 0
+    assert out.count("\n") > 3
+    assert cli.main(["recommend", "--run", str(run), "--user", "nobody", "--device", "cpu"]) == cli.EXIT_INPUT
+    assert "unknown user 'nobody'" in capsys.readouterr().err
+    assert cli.main(["train", "--model", "nope", "--snapshot", str(path)]) == cli.EXIT_INPUT
+    assert "unknown model 'nope'; among choices:" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--run", str(tmp_path)]) == cli.EXIT_FAILURE
+    assert "is not a run directory" in capsys.readouterr().err
