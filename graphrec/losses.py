@@ -18,25 +18,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def gather_padded(items: Tensor, positives: Tensor) -> Tensor:
-    """Rows of ``items`` (V×d) for a padded index matrix (B×L) whose pad value is V → zeros."""
-    n_items = items.shape[0]
-    padded = torch.cat([items, items.new_zeros(1, items.shape[1])])
-    return padded[positives.clamp(max=n_items)]
-
-
-def whole_data_loss(users: Tensor, items: Tensor, h: Tensor, positives: Tensor, c0: float,
-                    *, user_positive_emb: Tensor | None = None) -> Tensor:
+def whole_data_loss(users: Tensor, items: Tensor, h: Tensor, pos_rows: Tensor, pos_items: Tensor,
+                    c0: float) -> Tensor:
     """Non-sampling loss of one behavior for a batch of users.
 
     users: B×d user representations; items: V×d (all items, every step); h: d prediction vector;
-    positives: B×L item ids padded with V (the pad row contributes nothing); c0: weight of every
-    unobserved (user, item) cell. ``user_positive_emb`` (B×L×d) may be passed when the caller has
-    already gathered the positive item rows.
+    (pos_rows, pos_items): the batch's positive pairs, row = position in the batch; c0: weight of
+    every unobserved (user, item) cell. Positives as a pair list rather than a padded B×L matrix:
+    on Beibei's cart lists L (the 99.99th percentile) is ~7× the mean, and the gather and its
+    backward scatter were an eighth of an HPMR step.
     """
     gram = (users.T @ users) * (items.T @ items) * torch.outer(h, h)
-    pos = user_positive_emb if user_positive_emb is not None else gather_padded(items, positives)
-    y = torch.einsum("bd,bld,d->bl", users, pos, h)
+    y = ((users * h).index_select(0, pos_rows) * items.index_select(0, pos_items)).sum(-1)
     return c0 * gram.sum() + ((1.0 - c0) * y.square() - 2.0 * y).sum()
 
 

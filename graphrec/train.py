@@ -58,7 +58,7 @@ class TrainData:
 
     meta: GraphMeta
     edges: dict[str, tuple[np.ndarray, np.ndarray]]  # training edges per relation
-    positives: dict[str, torch.Tensor]               # relation -> users × L, padded with n_items
+    positives: dict[str, UserItems]                  # relation -> item lists per user (truncated)
     selection: str                                   # split used for early stopping
     eval_sets: dict[str, tuple[UserItems, UserItems]]  # split -> (held-out items, items excluded from ranking)
     protocol: str
@@ -87,8 +87,7 @@ class TrainData:
         if s.behaviors.target not in edges:
             mask = np.isin(target.split, train_codes)
             edges[s.behaviors.target] = (target.user[mask], target.item[mask])
-        positives = {name: _padded(u, i, s.n_users, s.n_items, pad_percentile).to(device)
-                     for name, (u, i) in edges.items()}
+        positives = {name: _truncated(u, i, s.n_users, pad_percentile).to(device) for name, (u, i) in edges.items()}
         train_u, train_i = edges[s.behaviors.target]
         exclude_train = UserItems.from_pairs(train_u, train_i, s.n_users)
         test_u, test_i = target.select("test")
@@ -113,20 +112,17 @@ class TrainData:
                 for n in names}
 
 
-def _padded(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, percentile: float) -> torch.Tensor:
-    """users × L matrix of each user's items (ascending id), padded with n_items; L = the given
-    percentile of the non-zero list lengths, longer lists truncated (as the reference does)."""
+def _truncated(users: np.ndarray, items: np.ndarray, n_users: int, percentile: float) -> UserItems:
+    """Each user's items (ascending id), cut to the given percentile of the non-zero list lengths,
+    as the reference code pads and truncates its positive lists (MODELS.md §0b)."""
     order = np.lexsort((items, users))
     users, items = users[order].astype(np.int64), items[order].astype(np.int64)
     counts = np.bincount(users, minlength=n_users)
     nonzero = counts[counts > 0]
     width = max(1, int(math.ceil(np.percentile(nonzero, percentile)))) if len(nonzero) else 1
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos = np.arange(len(users)) - starts[users]
-    keep = pos < width
-    out = np.full((n_users, width), n_items, dtype=np.int64)
-    out[users[keep], pos[keep]] = items[keep]
-    return torch.from_numpy(out)
+    keep = (np.arange(len(users)) - starts[users]) < width
+    return UserItems.from_pairs(users[keep], items[keep], n_users)
 
 
 # -------------------------------------------------------------------------------------------- batches
@@ -351,7 +347,7 @@ def _batches(model: Recommender, data: TrainData, tc: TrainConfig, gen: torch.Ge
     if model.batching == "users":
         for users in user_batches(data.meta.n_users, tc.batch_size, tc.drop_last, gen):
             users = users.to(dev)
-            yield Batch(users=users, positives={k: v[users] for k, v in data.positives.items()})
+            yield Batch(users=users, positives={k: v.rows(users) for k, v in data.positives.items()})
     else:
         t = data.meta.target
         u, i = data.edges[t]

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from graphrec import cli
 from graphrec import snapshot as snap
@@ -39,9 +40,19 @@ def test_protocols_decide_what_is_trained_on():
     assert honest.selection == "valid"
     test, exclude = honest.eval_sets["test"]
     assert test.indices.tolist() == [1] and sorted(exclude.indices[exclude.indptr[1]:exclude.indptr[2]].tolist()) == [0, 2]
-    # padded positive lists: pad value = n_items
-    assert honest.positives["buy"].tolist() == [[0], [2], [3]]
-    assert paper.positives["buy"].tolist() == [[0, 4], [0, 2], [3, 4]]
+    # positive lists per user, as (row in batch, item) pairs
+    rows, items = paper.positives["buy"].rows(torch.tensor([2, 1]))
+    assert rows.tolist() == [0, 1, 1] and items.tolist() == [3, 0, 2]
+    assert honest.positives["buy"].counts().tolist() == [1, 1, 1]
+
+
+def test_positive_lists_are_truncated_at_the_percentile():
+    from graphrec.train import _truncated
+
+    users = np.array([0] * 10 + [1, 2, 2])
+    items = np.array(list(range(10)) + [3, 5, 4])
+    lists = _truncated(users, items, 3, 50.0)  # lengths 10, 1, 2 -> median 2
+    assert lists.rows(torch.tensor([0, 1, 2]))[1].tolist() == [0, 1, 3, 4, 5]
 
 
 def test_honest_protocol_without_validation_purchases_says_what_to_do():

@@ -33,11 +33,12 @@ class GraphMeta:
 
 @dataclass
 class Batch:
-    """One training step's input. ``users`` for whole-data models (a batch of users with padded
-    positive lists per relation, pad value = n_items); ``pos``/``neg`` for pairwise models."""
+    """One training step's input. ``users`` for whole-data models, with their positive items per
+    relation as ``(row, item)`` pairs (row = position in ``users``); ``pos``/``neg`` for pairwise
+    models."""
 
     users: Tensor
-    positives: dict[str, Tensor] = field(default_factory=dict)
+    positives: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     pos: dict[str, Tensor] = field(default_factory=dict)  # relation -> item per user row
     neg: dict[str, Tensor] = field(default_factory=dict)  # relation -> sampled negative item(s) per row
 

@@ -175,16 +175,16 @@ class HPMR(Recommender):
             items, pos = e[nu:], batch.positives[b]
             lk = torch.zeros((), device=users.device)
             if a_main:
-                lk = lk + a_main * whole_data_loss(e[:nu][users], items, rbar, pos, p.neg_weight[k])
+                lk = lk + a_main * whole_data_loss(e[:nu][users], items, rbar, *pos, p.neg_weight[k])
             if a_transfer:
-                lk = lk + a_transfer * whole_data_loss(out["u"][b][users], items, rbar, pos, p.neg_weight[k])
+                lk = lk + a_transfer * whole_data_loss(out["u"][b][users], items, rbar, *pos, p.neg_weight[k])
             if a_unique and p.use_urs:
                 for (i, j), noise in out["unique"].items():
                     if i != b:
                         continue
                     rel = self._unique_relation(meta.behaviors.index(i))
                     lk = lk + a_unique * whole_data_loss(noise[:nu][users], noise[nu:], rel,
-                                                         batch.positives[derived_name(i, j)], p.unique_neg_weight)
+                                                         *batch.positives[derived_name(i, j)], p.unique_neg_weight)
             parts[f"loss_{b}"] = float(lk.detach())
             total = total + p.coefficient[k] * lk
         t = meta.target

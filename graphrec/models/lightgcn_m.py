@@ -62,7 +62,7 @@ class LightGCNM(Recommender):
         for k, b in enumerate(self.meta.behaviors):
             if p.coefficient[k] == 0:
                 continue
-            lk = whole_data_loss(users, items, self.h[k], batch.positives[b], p.neg_weight[k])
+            lk = whole_data_loss(users, items, self.h[k], *batch.positives[b], p.neg_weight[k])
             parts[f"loss_{b}"] = float(lk.detach())
             total = total + p.coefficient[k] * lk
         reg = l2(users) + l2(items)
