@@ -240,7 +240,10 @@ def _tile_plan(csr: Tensor, width: int, perm: Tensor | None) -> tuple[Tensor, li
     return (src if perm is None else perm.index_select(0, src)), segments
 
 
-def _product(adj: SparseAdj, x: Tensor, transposed: bool) -> Tensor:
+def _product(adj: SparseAdj, x: Tensor, transposed: bool, rows: int | None = None,
+             cols: int | None = None) -> Tensor:
+    """(adj or its transpose) @ x. ``rows``: only output rows < rows are wanted; ``cols``: only
+    input rows < cols of x are nonzero. Tiles outside those spans are skipped (CPU)."""
     if x.device != adj.device or x.dtype != adj.dtype:
         raise ValueError(f"x is {x.dtype} on {x.device} but the adjacency is {adj.dtype} on {adj.device}; "
                          f"use adj.to(device) or normalized_bipartite(dtype=...)")
@@ -248,34 +251,42 @@ def _product(adj: SparseAdj, x: Tensor, transposed: bool) -> Tensor:
     x = x.contiguous()
     tiled = adj._cpu_tiles(transposed, x.shape[1], x.element_size()) if x.device.type == "cpu" else None
     if tiled is None:
-        return torch.sparse.mm(adj.transpose if transposed else adj.matrix, x)
+        out = torch.sparse.mm(adj.transpose if transposed else adj.matrix, x)
+        return out if rows is None else out[:rows]
     alpha, tiles = tiled
     out = x.new_zeros((adj.shape[1 if transposed else 0], x.shape[1]))
     for r0, r1, c0, c1, block in tiles:
-        out[r0:r1].addmm_(block, x[c0:c1], alpha=alpha)
-    return out
+        if (rows is None or r0 < rows) and (cols is None or c0 < cols):
+            out[r0:r1].addmm_(block, x[c0:c1], alpha=alpha)
+    return out if rows is None else out[:rows]
 
 
 class _SpMM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, adj: SparseAdj, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.adj = adj
-        return _product(adj, x, transposed=False)
+    def forward(ctx, adj: SparseAdj, x: Tensor, rows: int | None) -> Tensor:  # type: ignore[override]
+        ctx.adj, ctx.rows = adj, rows
+        return _product(adj, x, transposed=False, rows=rows)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
-        return None, _product(ctx.adj, grad, transposed=True)
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None]:  # type: ignore[override]
+        if ctx.rows is not None:  # the gradient of rows that were not computed is zero
+            grad = torch.cat([grad, grad.new_zeros(ctx.adj.shape[0] - ctx.rows, grad.shape[1])])
+        return None, _product(ctx.adj, grad, transposed=True, cols=ctx.rows), None
 
 
-def spmm(adj: SparseAdj, x: Tensor) -> Tensor:
+def spmm(adj: SparseAdj, x: Tensor, rows: int | None = None) -> Tensor:
     """``adj.matrix @ x`` for a dense 2-D ``x``; the gradient for ``x`` is ``adj.transpose @ grad``.
 
-    No gradient flows to the adjacency values (normalization and dropout masks are constants).
+    ``rows``: return only the first ``rows`` output rows (e.g. the users of a bipartite graph);
+    on CPU the tiles that write only other rows are skipped, in both directions. No gradient
+    flows to the adjacency values (normalization and dropout masks are constants).
     """
     if x.dim() != 2 or x.shape[0] != adj.shape[1]:
         raise ValueError(f"x must be 2-D with {adj.shape[1]} rows, got shape {tuple(x.shape)}")
-    return _SpMM.apply(adj, x)
+    if rows is not None and not 0 < rows <= adj.shape[0]:
+        raise ValueError(f"rows must be in (0, {adj.shape[0]}], got {rows}")
+    return _SpMM.apply(adj, x, rows)
 
 
 def normalized_bipartite(users: np.ndarray | Tensor, items: np.ndarray | Tensor, n_users: int, n_items: int, *,

@@ -244,3 +244,24 @@ def test_cuda_matches_cpu():
     d = gpu.dropout(0.5, torch.Generator(device="cuda").manual_seed(0))
     assert torch.equal(d.transpose.to_dense(), d.matrix.to_dense().T)
     assert torch.allclose(spmm(d, xg).cpu(), d.matrix.to_dense().cpu() @ x.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tile_bytes", [0, 64, None])
+def test_spmm_first_rows_only_matches_the_full_product_and_its_gradient(tile_bytes):
+    from graphrec.adjacency import spmm
+
+    g = torch.Generator().manual_seed(3)
+    n_users, n_items = 30, 20
+    pairs = torch.randperm(n_users * n_items, generator=g)[:150]
+    adj = normalized_bipartite(pairs // n_items, pairs % n_items, n_users, n_items, dtype=torch.float64)
+    if tile_bytes is not None:
+        adj = SparseAdj(adj.matrix, adj.transpose, adj.perm, cpu_tile_bytes=tile_bytes)
+    adj = adj.dropout(0.7, torch.Generator().manual_seed(4))
+    x = torch.randn(n_users + n_items, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(n_users, 5, generator=g, dtype=torch.float64)
+    full = adj.matrix.to_dense() @ x
+    part = spmm(adj, x, rows=n_users)
+    torch.testing.assert_close(part, full[:n_users])
+    (grad,) = torch.autograd.grad((part * w).sum(), x)
+    (expected,) = torch.autograd.grad((full[:n_users] * w).sum(), x)
+    torch.testing.assert_close(grad, expected)

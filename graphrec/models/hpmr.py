@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphrec.adjacency import spmm
 from graphrec.losses import l2, whole_data_loss
 from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, dropout, xavier
 from graphrec.schema import derived_name
@@ -96,8 +97,10 @@ class HPMR(Recommender):
 
     # ---------------------------------------------------------------------------------- propagation
 
-    def _layer(self, adj, x: Tensor, rel: Tensor, ego: Tensor, layer: int) -> Tensor:
-        z = (adj @ x) * rel
+    def _layer(self, adj, x: Tensor, rel: Tensor, ego: Tensor, layer: int, rows: int | None = None) -> Tensor:
+        z = spmm(adj, x, rows) * rel
+        if rows is not None:
+            ego = ego[:rows]
         enc = self.params.encoder
         if enc == "gccf":
             return F.leaky_relu(z, 0.2)
@@ -122,13 +125,17 @@ class HPMR(Recommender):
         n = self.params.layers + 1
         return acc / n, rel_acc / n
 
-    def _transfer(self, adj, x0: Tensor, rel0: Tensor) -> Tensor:
-        x, rel, acc = x0, rel0, x0
-        for layer in range(self.params.transfer_layers):
-            x = self._layer(adj, x, rel, x0, layer)
+    def _transfer_users(self, adj, x0: Tensor, rel0: Tensor) -> Tensor:
+        """User rows of the transfer GNN T(x0): only they are used (§1.5), so the last layer
+        computes user rows only."""
+        nu, n_layers = self.meta.n_users, self.params.transfer_layers
+        x, rel, acc = x0, rel0, x0[:nu]
+        for layer in range(n_layers):
+            last = layer == n_layers - 1
+            x = self._layer(adj, x, rel, x0, layer, rows=nu if last else None)
             rel = rel @ self.w_rel[layer]
-            acc = acc + x
-        return acc / (self.params.transfer_layers + 1)
+            acc = acc + x[:nu]
+        return acc / (n_layers + 1)
 
     def _project(self, o: Tensor, t: Tensor) -> Tensor:
         return ((o * t).sum(-1, keepdim=True) / (t.square().sum(-1, keepdim=True) + 1e-12)) * t
@@ -146,10 +153,10 @@ class HPMR(Recommender):
             clear, noise = p.projection_scale * proj, p.projection_scale * (e[i] - proj)
             unique[(i, j)] = noise
             if p.use_sit:
-                users_of[j].append(self._transfer(graphs[j], clear, rbar[j])[: meta.n_users])
+                users_of[j].append(self._transfer_users(graphs[j], clear, rbar[j]))
             if p.use_urr:
                 back = p.re_mult * 0.1 * self._project(noise, e[i])
-                users_of[i].append(self._transfer(graphs[i], back, rbar[i])[: meta.n_users])
+                users_of[i].append(self._transfer_users(graphs[i], back, rbar[i]))
         u_final = {b: torch.stack(v).mean(0) for b, v in users_of.items()}
         return {"e": e, "rbar": rbar, "u": u_final, "unique": unique}
 
