@@ -173,3 +173,61 @@ def test_recommend_excludes_every_seen_purchase(name, trained):
     assert len(recs) == 3 * len(users)
     assert all((int(r.item) >= 5) == (int(r.user) < N_PER_SIDE) for r in recs)
     assert [r.rank for r in recs[:3]] == [1, 2, 3] and recs[0].score >= recs[1].score >= recs[2].score
+
+
+@pytest.mark.parametrize("encoder", ["gccf", "lightgcn", "gcn", "ghcf", "ngcf"])
+def test_hpmr_encoders_train(encoder, communities_path):
+    from graphrec.models.hpmr import HPMRParams
+
+    params = HPMRParams(**{**TINY_PARAMS["hpmr"], "encoder": encoder})
+    torch.manual_seed(0)
+    s = snap.read(communities_path)
+    meta = GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
+    data = TrainData.from_snapshot(s, "paper", MODELS["hpmr"].cls.label_relations(meta))
+    graphs = data.graphs(meta.behaviors, "cpu")
+    model = build_model("hpmr", params, data.meta)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    users = torch.arange(16)
+    batch = Batch(users=users, positives={k: v.rows(users) for k, v in data.positives.items()})
+    losses = []
+    for _ in range(30):
+        loss, _ = model.loss(batch, graphs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_hpmr_ablations_switch_off_their_parts(communities_path):
+    from graphrec.models.hpmr import HPMRParams
+
+    s = snap.read(communities_path)
+    meta = GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
+    data = TrainData.from_snapshot(s, "paper", MODELS["hpmr"].cls.label_relations(meta))
+    graphs = data.graphs(meta.behaviors, "cpu")
+    users = torch.arange(16)
+    batch = Batch(users=users, positives={k: v.rows(users) for k, v in data.positives.items()})
+    base = dict(TINY_PARAMS["hpmr"])
+
+    def run(**flags):
+        torch.manual_seed(0)
+        model = build_model("hpmr", HPMRParams(**{**base, **flags}), data.meta)
+        model.eval()  # no dropout: outputs depend on the flags only
+        return model, model(graphs), model.loss(batch, graphs)[1]
+
+    full, out_full, parts_full = run()
+    assert full.params.ablation == "full"
+    # w/o SIT and w/o URR: the buy users are e_buy alone / the cart users are e_cart alone
+    _, out, _ = run(use_sit=False)
+    torch.testing.assert_close(out["u"]["buy"], out["e"]["buy"][:16])
+    assert not torch.allclose(out_full["u"]["buy"], out_full["e"]["buy"][:16])
+    _, out, _ = run(use_urr=False)
+    torch.testing.assert_close(out["u"]["cart"], out["e"]["cart"][:16])
+    # w/o URS: the unique loss is gone, so the cart loss changes; w/o PTN: all three off
+    _, _, parts = run(use_urs=False)
+    assert parts["loss_cart"] != pytest.approx(parts_full["loss_cart"])
+    ptn, out, _ = run(use_sit=False, use_urr=False, use_urs=False)
+    assert ptn.params.ablation == "w/o PTN"
+    for b in ("cart", "buy"):
+        torch.testing.assert_close(out["u"][b], out["e"][b][:16])
