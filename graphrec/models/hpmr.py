@@ -41,7 +41,7 @@ class HPMRParams:
     unique_neg_weight: float = 0.1                        # c0 of the unique (i_not_j) losses
     decay: float = 10.0
     re_mult: float = 2.0
-    projection_scale: float = 0.1   # code multiplies both projection outputs by 0.1 (§1.11.3); paper: 1.0
+    projection_scale: float = 0.1   # code scales projection outputs (and re-enhancement) by 0.1 (§1.11.3); paper: 1.0
     mess_dropout: float = 0.2       # drop rate
     node_dropout: float = 0.1       # drop rate of adjacency nonzeros
     use_sit: bool = True            # shared-information transfer
@@ -56,6 +56,10 @@ class HPMRParams:
             raise ValueError("layers and transfer_layers must be >= 1")
         if not 0 <= self.mess_dropout < 1 or not 0 <= self.node_dropout < 1:
             raise ValueError("mess_dropout and node_dropout are drop rates in [0, 1)")
+        if self.test_score not in ("main", "transfer"):
+            raise ValueError(f"unknown test_score {self.test_score!r}; among choices: main, transfer")
+        if len(self.alpha) != 3:
+            raise ValueError(f"alpha needs three weights (main, transfer, unique); got {list(self.alpha)}")
 
     @property
     def ablation(self) -> str:
@@ -155,7 +159,7 @@ class HPMR(Recommender):
             if p.use_sit:
                 users_of[j].append(self._transfer_users(graphs[j], clear, rbar[j]))
             if p.use_urr:
-                back = p.re_mult * 0.1 * self._project(noise, e[i])
+                back = p.re_mult * p.projection_scale * self._project(noise, e[i])
                 users_of[i].append(self._transfer_users(graphs[i], back, rbar[i]))
         u_final = {b: torch.stack(v).mean(0) for b, v in users_of.items()}
         return {"e": e, "rbar": rbar, "u": u_final, "unique": unique}
