@@ -446,25 +446,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Errors that end a command with a message instead of a traceback, by qualified class name: only
+# modules the command actually imported are involved (a GPU host running `train` has no neo4j).
+INPUT_ERRORS = frozenset({
+    "ingest.readers.InputError", "graphrec.config.ConfigError", "graphrec.queries.QueryError",
+    "ingest.load.DatasetConflict", "graphrec.inspect.DatasetNotFound", "graphrec.snapshot.SnapshotError",
+    "builtins.ValueError", "builtins.KeyError",
+})
+FAILURE_ERRORS = frozenset({
+    "ingest.load.IntegrityError", "graphrec.export.ExportError", "graphrec.train.TrainError",
+    "graphrec.compat.DGLUnavailable", "graphrec.neo4j.server.Neo4jRuntimeError", "builtins.ConnectionError",
+})
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """EXIT_INPUT or EXIT_FAILURE for the errors graphrec reports as messages; None for bugs."""
+    names = {f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__}
+    if names & INPUT_ERRORS:
+        return EXIT_INPUT
+    if names & FAILURE_ERRORS:
+        return EXIT_FAILURE
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from graphrec.config import ConfigError
-    from graphrec.inspect import DatasetNotFound
-    from graphrec.neo4j.server import Neo4jRuntimeError
-    from graphrec.compat import DGLUnavailable
-    from graphrec.export import ExportError
-    from graphrec.queries import QueryError
-    from graphrec.snapshot import SnapshotError
-    from graphrec.train import TrainError
-    from ingest.load import DatasetConflict, IntegrityError
-    from ingest.readers import InputError
-
-    handlers: list[tuple[tuple[type[BaseException], ...], int]] = [
-        ((InputError, ConfigError, QueryError, DatasetConflict, DatasetNotFound, SnapshotError, ValueError,
-          KeyError), EXIT_INPUT),
-        ((IntegrityError, ExportError, TrainError, DGLUnavailable, Neo4jRuntimeError, ConnectionError), EXIT_FAILURE),
-    ]
     try:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
@@ -472,11 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log("interrupted")
         return 130
     except Exception as exc:
-        for types, code in handlers:
-            if isinstance(exc, types):
-                _log(f"error: {exc}")
-                return code
-        raise
+        code = exit_code(exc)
+        if code is None:
+            raise
+        _log(f"error: {exc}")
+        return code
 
 
 if __name__ == "__main__":

@@ -83,3 +83,18 @@ def test_ingest_inspect_and_cypher_run_end_to_end(neo4j_db, tiny_csv, dataset_na
 
     assert main(base + ["inspect", "--dataset", "nosuch_ds"] + conn) == 2
     assert "no dataset named 'nosuch_ds'" in capsys.readouterr().err
+
+
+def test_every_reported_error_class_exists():
+    """The exit-code tables name classes by string (so `train` never imports neo4j); a renamed
+    class must not silently turn a clear message into a traceback."""
+    import builtins
+    import importlib
+
+    from graphrec import cli
+
+    for name in cli.INPUT_ERRORS | cli.FAILURE_ERRORS:
+        module, _, cls = name.rpartition(".")
+        obj = getattr(builtins if module == "builtins" else importlib.import_module(module), cls)
+        assert isinstance(obj, type) and issubclass(obj, BaseException), name
+        assert cli.exit_code(obj("x")) == (cli.EXIT_INPUT if name in cli.INPUT_ERRORS else cli.EXIT_FAILURE)
