@@ -269,30 +269,76 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from graphrec.train import evaluate_split, open_model, pick_device
 
     device = pick_device(args.device)
-    info, model, data, graphs = open_model(args.run, device, args.snapshot)
     ks = [int(k) for k in args.ks.split(",")]
-    rows = []
-    for split in data.eval_sets:
-        m = evaluate_split(model, graphs, data, split, ks, 1024, device)
-        rows.append([split, "full ranking", *[f"{m[f'{kind}@{k}']:.4f}" for kind in ("hr", "ndcg", "recall")
-                                               for k in ks], m["users"]])
-        if args.sampled:
-            import torch
+    opened = []
+    for run in args.run:
+        info, model, data, graphs = open_model(run, device, args.snapshot)
+        opened.append((run, info, model, data, graphs))
+        rows = []
+        for split in data.eval_sets:
+            m = evaluate_split(model, graphs, data, split, ks, 1024, device)
+            rows.append([split, "full ranking", *[f"{m[f'{kind}@{k}']:.4f}" for kind in ("hr", "ndcg", "recall")
+                                                   for k in ks], m["users"]])
+            if args.sampled:
+                import torch
 
-            test, exclude_known = data.eval_sets[split]
-            with torch.no_grad():
-                full = model.scorer(graphs)
-                score_pairs = lambda u, i: full(u).gather(1, i)  # noqa: E731
-                users = torch.nonzero(test.counts() > 0).flatten()
-                m = evaluate_sampled(score_pairs, users, test, _all_known(data), data.meta.n_items,
-                                     n_negatives=args.negatives, ks=tuple(ks), seed=args.seed, device=device)
-            rows.append([split, f"1 + {args.negatives} sampled", *[f"{m[f'{kind}@{k}']:.4f}"
-                                                                  for kind in ("hr", "ndcg") for k in ks],
-                         *[""] * len(ks), m["users"]])
-    headers = ["split", "protocol", *[f"{kind}@{k}" for kind in ("hr", "ndcg", "recall") for k in ks], "users"]
-    print(f"{info.model} on {info.dataset} ({info.train['protocol']} protocol; run {args.run})")
-    print(format_table(headers, rows))
+                test, _ = data.eval_sets[split]
+                with torch.no_grad():
+                    full = model.scorer(graphs)
+                    score_pairs = lambda u, i: full(u).gather(1, i)  # noqa: E731
+                    users = torch.nonzero(test.counts() > 0).flatten()
+                    m = evaluate_sampled(score_pairs, users, test, _all_known(data), data.meta.n_items,
+                                         n_negatives=args.negatives, ks=tuple(ks), seed=args.seed, device=device)
+                rows.append([split, f"1 + {args.negatives} sampled", *[f"{m[f'{kind}@{k}']:.4f}"
+                                                                      for kind in ("hr", "ndcg") for k in ks],
+                             *[""] * len(ks), m["users"]])
+        headers = ["split", "protocol", *[f"{kind}@{k}" for kind in ("hr", "ndcg", "recall") for k in ks], "users"]
+        print(f"{info.model} on {info.dataset} ({info.train['protocol']} protocol; run {run})")
+        print(format_table(headers, rows))
+    if args.by_sparsity:
+        _by_sparsity(args, opened, ks, device)
     return 0
+
+
+def _by_sparsity(args: argparse.Namespace, opened: list, ks: list[int], device) -> None:
+    import numpy as np
+
+    from graphrec import sparsity
+    from graphrec.progress import format_table
+    from graphrec.train import evaluate_per_user
+
+    hashes = {info.snapshot_manifest_sha256 for _, info, *_ in opened}
+    if len(hashes) > 1:
+        raise ValueError("--by-sparsity compares runs on the same snapshot; these runs were trained on different ones")
+    _, info, _, data, _ = opened[0]
+    from graphrec import snapshot as snap
+
+    s = snap.read(args.snapshot or info.snapshot, verify_hashes=False)
+    train_counts = np.bincount(data.edges[data.meta.target][0], minlength=data.meta.n_users)
+    raw = (sparsity.read_split_file(args.groups, s.users) if args.groups
+           else sparsity.quantile_groups(train_counts, args.n_groups))
+    groups = sparsity.label_groups(raw, train_counts)
+    per_model, evaluated = {}, None
+    for run, info, model, data, graphs in opened:
+        values = evaluate_per_user(model, graphs, data, "test", ks, device)
+        evaluated = values.pop("users").cpu().numpy()
+        per_model[f"{info.model}" if len(opened) == len({i.model for _, i, *_ in opened}) else Path(run).name] = {
+            k: v.cpu().numpy() for k, v in values.items()}
+    metrics = tuple(f"{kind}@{k}" for kind in ("hr", "ndcg") for k in ks)
+    headers, rows = sparsity.table(groups, per_model, evaluated, metrics)
+    source = f"groups from {args.groups}" if args.groups else f"{len(groups)} quantile groups of training purchases"
+    print(f"\ntest accuracy by user sparsity ({source}; {info.train['protocol']} protocol)")
+    print(format_table(headers, [[r[0], r[1], *[f"{v:.4f}" for v in r[2:]]] for r in rows]))
+    out = Path(args.out or opened[0][0])
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "sparsity.csv", "w") as fh:
+        fh.write(",".join(headers) + "\n")
+        for r in rows:
+            fh.write(",".join(str(v) for v in r) + "\n")
+    for metric in metrics:
+        sparsity.plot(headers, rows, metric, out / f"sparsity-{metric.replace('@', '')}.png",
+                      f"{info.dataset}: test {metric} by training purchases")
+    print(f"wrote {out / 'sparsity.csv'} and sparsity-*.png")
 
 
 def _all_known(data):
@@ -412,8 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("evaluate", help="evaluate a trained run: full ranking (and 1+99 sampled)",
                        description="Full ranking over all items, excluding each user's training purchases; "
                        "HR@K, NDCG@K, Recall@K per split. --sampled adds the 1 positive + N negatives protocol.")
-    v.add_argument("--run", required=True)
+    v.add_argument("--run", required=True, action="append", help="run directory (repeatable: compares runs)")
     v.add_argument("--snapshot", help="snapshot directory if it moved since training")
+    v.add_argument("--by-sparsity", action="store_true", help="test HR/NDCG per group of users by number of "
+                   "training purchases, as a table, sparsity.csv and PNG plots")
+    v.add_argument("--groups", help="a sparsity.split file (pairs of '#users=[N]' and user ids), e.g. "
+                   "../shared/data/beibei/sparsity.split; default: quantile groups")
+    v.add_argument("--n-groups", type=int, default=5, help="number of quantile groups without --groups")
+    v.add_argument("--out", help="where --by-sparsity writes its CSV and plots (default: the first run)")
     v.add_argument("--ks", default="10", help="comma-separated cut-offs, e.g. 10,50,100")
     v.add_argument("--sampled", action="store_true", help="also the 1 positive + N sampled negatives protocol")
     v.add_argument("--negatives", type=int, default=99)
@@ -451,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 INPUT_ERRORS = frozenset({
     "ingest.readers.InputError", "graphrec.config.ConfigError", "graphrec.queries.QueryError",
     "ingest.load.DatasetConflict", "graphrec.inspect.DatasetNotFound", "graphrec.snapshot.SnapshotError",
+    "graphrec.sparsity.SparsityError",
     "builtins.ValueError", "builtins.KeyError",
 })
 FAILURE_ERRORS = frozenset({

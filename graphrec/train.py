@@ -242,6 +242,18 @@ def evaluate_split(model: Recommender, graphs, data: TrainData, split: str, ks, 
                              device=device)
 
 
+def evaluate_per_user(model: Recommender, graphs, data: TrainData, split: str, ks, device: torch.device,
+                      batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """Per-user metrics of one split, plus "users": the node ids they belong to."""
+    model.eval()
+    with torch.no_grad():
+        score = model.scorer(graphs)
+        test, exclude = data.eval_sets[split]
+        users = torch.nonzero(test.counts() > 0).flatten()
+        return evaluate_full(score, users, test, exclude, data.meta.n_items, ks=tuple(ks), batch_size=batch_size,
+                             device=device, per_user=True)
+
+
 def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,
         device: str = "auto", resume: bool = False, log: TextIO | None = sys.stderr,
         on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
