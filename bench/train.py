@@ -29,18 +29,8 @@ from graphrec import snapshot as snap  # noqa: E402
 from graphrec.config import load_config, model_params, train_config  # noqa: E402
 from graphrec.models import build_model, get_model  # noqa: E402
 from graphrec.progress import format_table  # noqa: E402
+from graphrec.published import DATA_CAVEAT, TABLE2  # noqa: E402
 from graphrec.train import TrainData, _batches, _meta, evaluate_split, pick_device  # noqa: E402
-
-#: HPMR paper, Table 2: full ranking, HR@10 / NDCG@10 (with the view behavior).
-PUBLISHED = {
-    ("beibei", "lightgcn"): (0.0451, 0.0232), ("taobao", "lightgcn"): (0.0415, 0.0237),
-    ("beibei", "lightgcn_m"): (0.1788, 0.0935), ("taobao", "lightgcn_m"): (0.0652, 0.0377),
-    ("beibei", "ghcf"): (0.1922, 0.1012), ("taobao", "ghcf"): (0.0807, 0.0442),
-    ("beibei", "hpmr"): (0.2375, 0.1352), ("taobao", "hpmr"): (0.0948, 0.0586),
-    ("beibei", "nmtr"): (0.0524, 0.0285), ("taobao", "nmtr"): (0.0585, 0.0278),
-    ("beibei", "ehcf"): (0.1523, 0.0817), ("taobao", "ehcf"): (0.0717, 0.0403),
-}
-
 
 def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.device, config: Path | None) -> list:
     s = snap.read(snapshot_path)
@@ -89,11 +79,11 @@ def accuracy(runs: list[Path]) -> list:
     for run in runs:
         res = json.loads((run / "results.json").read_text())
         test = res["results"]["test"]
-        pub = PUBLISHED.get((res["dataset"], res["model"]))
+        pub = TABLE2.get((res["dataset"], res["model"]))
         rel = f"{100 * (test['hr@10'] / pub[0] - 1):+.1f}%" if pub else ""
         rows.append([res["dataset"], res["model"], res["protocol"], res["best_epoch"], res["epochs_run"],
                      f"{test['hr@10']:.4f}", f"{test['ndcg@10']:.4f}", f"{pub[0]:.4f}" if pub else "",
-                     f"{pub[1]:.4f}" if pub else "", rel, "published: with views; ours: cart → buy only"])
+                     f"{pub[1]:.4f}" if pub else "", rel, DATA_CAVEAT])
     return rows
 
 

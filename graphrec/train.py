@@ -142,16 +142,53 @@ def pair_batches(users: np.ndarray, items: np.ndarray, n_items: int, batch_size:
     perm = torch.randperm(n, generator=generator).numpy()
     u, i = users[perm].astype(np.int64), items[perm].astype(np.int64)
     known = np.sort(users.astype(np.int64) * n_items + items)
-    neg = torch.randint(0, n_items, (n,), generator=generator).numpy()
-    for _ in range(20):
-        hit = _member(known, u * n_items + neg)
-        if not hit.any():
-            break
-        neg[hit] = torch.randint(0, n_items, (int(hit.sum()),), generator=generator).numpy()
+    neg = sample_negatives(u, known, n_items, generator)
     nb = n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
     return [(torch.from_numpy(u[k * batch_size:(k + 1) * batch_size]),
              torch.from_numpy(i[k * batch_size:(k + 1) * batch_size]),
              torch.from_numpy(neg[k * batch_size:(k + 1) * batch_size])) for k in range(nb)]
+
+
+def sample_negatives(users: np.ndarray, known: np.ndarray, n_items: int, generator: torch.Generator,
+                     rounds: int = 20) -> np.ndarray:
+    """One item per entry of ``users`` (int64), uniform over the items that user has no pair with in
+    ``known`` (sorted keys user·n_items + item). Collisions are redrawn for ``rounds`` rounds; the
+    few left after that are drawn from the user's complement directly (a user with every item
+    keeps a colliding draw)."""
+    neg = torch.randint(0, n_items, (len(users),), generator=generator).numpy()
+    for _ in range(rounds):
+        hit = _member(known, users * n_items + neg)
+        if not hit.any():
+            return neg
+        neg[hit] = torch.randint(0, n_items, (int(hit.sum()),), generator=generator).numpy()
+    for k in np.flatnonzero(_member(known, users * n_items + neg)):
+        lo, hi = np.searchsorted(known, [users[k] * n_items, (users[k] + 1) * n_items])
+        free = np.setdiff1d(np.arange(n_items), known[lo:hi] - users[k] * n_items)
+        if len(free):
+            neg[k] = free[int(torch.randint(0, len(free), (1,), generator=generator))]
+    return neg
+
+
+def behavior_pair_batches(edges: dict[str, tuple[np.ndarray, np.ndarray]], target: str, n_items: int,
+                          batch_size: int, negatives: int, generator: torch.Generator
+                          ) -> list[dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """Per step, a slice of every behavior's shuffled training pairs: behavior -> (users, positive
+    items, negative items n×``negatives``). Negatives are uniform over the items the user has no
+    training pair with in *that* behavior. Every behavior is cut into the same number of steps,
+    ceil(|target pairs| / batch_size), in near-equal consecutive slices, so each pair of each
+    behavior is seen exactly once per epoch (no last partial batch is dropped)."""
+    n_steps = math.ceil(len(edges[target][0]) / batch_size)
+    sliced = {}
+    for name, (users, items) in edges.items():
+        n = len(users)
+        perm = torch.randperm(n, generator=generator).numpy()
+        u, i = users[perm].astype(np.int64), items[perm].astype(np.int64)
+        known = np.sort(users.astype(np.int64) * n_items + items)
+        neg = sample_negatives(np.repeat(u, negatives), known, n_items, generator).reshape(n, negatives)
+        bounds = (np.arange(n_steps + 1) * n) // max(n_steps, 1)
+        sliced[name] = (torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(neg), bounds)
+    return [{name: (u[b[k]:b[k + 1]], i[b[k]:b[k + 1]], neg[b[k]:b[k + 1]]) for name, (u, i, neg, b) in sliced.items()}
+            for k in range(n_steps)]
 
 
 def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -268,7 +305,7 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
     model = build_model(model_name, params, data.meta).to(dev)
     opt = (torch.optim.Adam(model.parameters(), lr=tc.lr) if tc.optimizer == "adam"
            else torch.optim.Adagrad(model.parameters(), lr=tc.lr, initial_accumulator_value=1e-8))
-    info = RunInfo(model_name, dataclasses.asdict(params), dataclasses.asdict(tc), s.dataset, str(Path(snapshot_path)),
+    info = RunInfo(model_name, dataclasses.asdict(params), dataclasses.asdict(tc), s.dataset, str(Path(snapshot_path).resolve()),
                    manifest_hash(Path(snapshot_path)), str(dev), time.strftime("%Y-%m-%dT%H:%M:%S"))
     gen = torch.Generator().manual_seed(tc.seed)
     state = {"epoch": 0, "best": None, "best_epoch": None, "bad": 0}
@@ -360,11 +397,20 @@ def _batches(model: Recommender, data: TrainData, tc: TrainConfig, gen: torch.Ge
         for users in user_batches(data.meta.n_users, tc.batch_size, tc.drop_last, gen):
             users = users.to(dev)
             yield Batch(users=users, positives={k: v.rows(users) for k, v in data.positives.items()})
-    else:
+    elif model.batching == "pairs":
         t = data.meta.target
         u, i = data.edges[t]
         for bu, bp, bn in pair_batches(u, i, data.meta.n_items, tc.batch_size, tc.drop_last, gen):
             yield Batch(users=bu.to(dev), pos={t: bp.to(dev)}, neg={t: bn.to(dev)})
+    elif model.batching == "behavior_pairs":
+        t = data.meta.target
+        edges = {r: data.edges[r] for r in type(model).label_relations(data.meta)}
+        ratio = int(getattr(model, "negatives_per_positive", 1))
+        for step in behavior_pair_batches(edges, t, data.meta.n_items, tc.batch_size, ratio, gen):
+            pairs = {r: tuple(x.to(dev) for x in v) for r, v in step.items()}
+            yield Batch(users=pairs[t][0], pairs=pairs)
+    else:
+        raise TrainError(f"unknown batching {model.batching!r} of {type(model).__name__}")
 
 
 def finish(run_dir: str | Path, *, log: TextIO | None = sys.stderr, device: str = "cpu") -> dict:

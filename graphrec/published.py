@@ -1,0 +1,37 @@
+"""Published numbers graphrec is compared against (HPMR, KDD 2023, as restated in MODELS.md §8).
+
+All are full-ranking HR@10 / NDCG@10 on the GHCF/HPMR preprocessing of Beibei and Taobao, with the
+view behavior in the graph. ../shared/data has no view logs, so every comparison must say so.
+"""
+
+from __future__ import annotations
+
+#: HPMR paper Table 2: (dataset, model) -> (HR@10, NDCG@10).
+TABLE2: dict[tuple[str, str], tuple[float, float]] = {
+    ("beibei", "lightgcn"): (0.0451, 0.0232), ("taobao", "lightgcn"): (0.0415, 0.0237),
+    ("beibei", "nmtr"): (0.0524, 0.0285), ("taobao", "nmtr"): (0.0585, 0.0278),
+    ("beibei", "mbgcn"): (0.0483, 0.0245), ("taobao", "mbgcn"): (0.0400, 0.0227),
+    ("beibei", "lightgcn_m"): (0.1788, 0.0935), ("taobao", "lightgcn_m"): (0.0652, 0.0377),
+    ("beibei", "ehcf"): (0.1523, 0.0817), ("taobao", "ehcf"): (0.0717, 0.0403),
+    ("beibei", "ghcf"): (0.1922, 0.1012), ("taobao", "ghcf"): (0.0807, 0.0442),
+    ("beibei", "hpmr"): (0.2375, 0.1352), ("taobao", "hpmr"): (0.0948, 0.0586),
+}
+
+#: EHCF's own repository corrects its Beibei row to HR@10 0.1551, NDCG@10 0.0831.
+EHCF_CORRECTED_BEIBEI = (0.1551, 0.0831)
+
+#: HPMR paper Table 4 (ablations), HR@10: (dataset, variant) -> value.
+ABLATIONS: dict[tuple[str, str], float] = {
+    ("beibei", "w/o PTN"): 0.1808, ("taobao", "w/o PTN"): 0.0636,
+    ("beibei", "w/o URS"): 0.2059, ("taobao", "w/o URS"): 0.0803,
+    ("beibei", "w/o SIT"): 0.2008, ("taobao", "w/o SIT"): 0.0670,
+    ("beibei", "w/o URR"): 0.2277, ("taobao", "w/o URR"): 0.0916,
+}
+
+#: HPMR paper Table 3, 1 positive + 99 sampled negatives: (dataset, model) -> (HR@10, NDCG@10).
+SAMPLED: dict[tuple[str, str], tuple[float, float]] = {
+    ("beibei", "hpmr"): (0.7718, 0.5656), ("taobao", "hpmr"): (0.7817, 0.5574),
+    ("beibei", "ghcf"): (0.7539, 0.5549), ("taobao", "ghcf"): (0.7387, 0.5208),
+}
+
+DATA_CAVEAT = "published: view → cart → buy; ours: cart → buy (no view logs in ../shared/data)"
