@@ -35,12 +35,15 @@ class GraphMeta:
 class Batch:
     """One training step's input. ``users`` for whole-data models, with their positive items per
     relation as ``(row, item)`` pairs (row = position in ``users``); ``pos``/``neg`` for pairwise
-    models."""
+    models; ``pairs`` for multi-behavior pointwise models (``"behavior_pairs"`` batching):
+    behavior -> (users n, positive items n, negative items n×r), where ``users`` holds the target
+    behavior's users of the step."""
 
     users: Tensor
     positives: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     pos: dict[str, Tensor] = field(default_factory=dict)  # relation -> item per user row
     neg: dict[str, Tensor] = field(default_factory=dict)  # relation -> sampled negative item(s) per row
+    pairs: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
 
 Graphs = Mapping[str, SparseAdj]
@@ -50,10 +53,13 @@ ScoreFn = Callable[[Tensor], Tensor]
 class Recommender(nn.Module):
     """Interface of every model in the registry.
 
-    ``batching`` tells the trainer what a batch is: ``"users"`` (whole-data loss over all items)
-    or ``"pairs"`` (sampled negatives). ``relations(meta)`` names the graphs the model propagates
-    over (the trainer builds their normalized adjacency once and passes it to ``loss`` and
-    ``scorer``); ``label_relations(meta)`` the item lists its loss reads.
+    ``batching`` tells the trainer what a batch is: ``"users"`` (whole-data loss over all items),
+    ``"pairs"`` (target-behavior (user, positive, negative) triples) or ``"behavior_pairs"``
+    (``Batch.pairs``: a slice of every label relation's training pairs per step, each positive with
+    ``negatives_per_positive`` sampled negatives; every pair of every relation once per epoch).
+    ``relations(meta)`` names the graphs the model propagates over (the trainer builds their
+    normalized adjacency once and passes it to ``loss`` and ``scorer``; may be empty);
+    ``label_relations(meta)`` the item lists its loss reads.
     """
 
     batching: ClassVar[str] = "users"
