@@ -306,7 +306,8 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
     opt = (torch.optim.Adam(model.parameters(), lr=tc.lr) if tc.optimizer == "adam"
            else torch.optim.Adagrad(model.parameters(), lr=tc.lr, initial_accumulator_value=1e-8))
     info = RunInfo(model_name, dataclasses.asdict(params), dataclasses.asdict(tc), s.dataset,
-                   str(Path(snapshot_path).resolve()), manifest_hash(Path(snapshot_path)), str(dev), time.strftime("%Y-%m-%dT%H:%M:%S"))
+                   str(Path(snapshot_path).resolve()), manifest_hash(Path(snapshot_path)), str(dev),
+                   time.strftime("%Y-%m-%dT%H:%M:%S"))
     gen = torch.Generator().manual_seed(tc.seed)
     state = {"epoch": 0, "best": None, "best_epoch": None, "bad": 0}
     if resume:
