@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphrec.models.base import Batch, GraphMeta, Recommender
+from graphrec.models.ehcf import EHCF, EHCFParams
 from graphrec.models.ghcf import GHCF, GHCFParams
 from graphrec.models.hpmr import HPMR, HPMRParams
 from graphrec.models.lightgcn import LightGCN, LightGCNParams
 from graphrec.models.lightgcn_m import LightGCNM, LightGCNMParams
+from graphrec.models.nmtr import NMTR, NMTRParams
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ MODELS: dict[str, ModelEntry] = {
     "ghcf": ModelEntry(GHCF, GHCFParams, "GHCF (AAAI 2021): one shared stream over all behavior graphs"),
     "lightgcn": ModelEntry(LightGCN, LightGCNParams, "LightGCN on the target behavior only, BPR"),
     "lightgcn_m": ModelEntry(LightGCNM, LightGCNMParams, "LightGCN over all behaviors, whole-data loss"),
+    "ehcf": ModelEntry(EHCF, EHCFParams, "EHCF (AAAI 2020): no graph, cascaded prediction vectors, whole-data loss"),
+    "nmtr": ModelEntry(NMTR, NMTRParams, "NMTR (ICDE 2019): NCF units per behavior, cascaded logits, sampled BCE"),
 }
 
 
