@@ -1,0 +1,194 @@
+"""NMTR (Gao et al., ICDE 2019) from the paper (MODELS.md §4; no reference code exists).
+
+Shared embeddings P (users) and Q (items) across behaviors; behavior r has its own interaction
+function f_r(p_u, q_i) → scalar, one of the three NCF units:
+
+* ``gmf``:   f = w_rᵀ (p ⊙ q)
+* ``mlp``:   f = w_rᵀ tower(p ‖ q), tower = Linear+ReLU layers of widths ``mlp_layers`` from 2d
+* ``neumf``: f = w_rᵀ [(p ⊙ q) ‖ tower(p ‖ q)]  (both parts read the same shared p, q)
+
+The output layers have no bias: the per-behavior item bias b^r absorbs any constant. Predictions
+cascade along the behavior order (``cascade_logits``):
+
+    logit_r(u, i) = Σ_{t ≤ r} f_t(p_u, q_i) + b_i^r,    ŷ^r = σ(logit_r)
+
+Loss: Σ_r λ_r · mean over behavior r's training pairs and their ``neg_ratio`` sampled negatives
+each of [BCE(logit_r, y) + reg·(‖p_u‖² + ‖q_i‖²)]; λ defaults to equal weights summing to 1.
+Batching ``"behavior_pairs"``: every step holds a slice of every behavior's pairs (graphrec.train).
+Test score: the target behavior's logit over all items, in item chunks (the MLP tower is evaluated
+for every (user, item) cell, so a B×V×width block would not fit at once). The first tower layer
+is split into a user part and an item part, so (p ‖ q) is never materialised per cell.
+Init (NCF practice, a GUESS for this paper): embeddings normal(0, init_std), Linear weights
+Glorot-uniform, biases and item biases zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphrec.losses import bce_loss
+from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn
+
+#: Elements of one B×chunk×width tower activation at test time (128 MiB in float32).
+SCORE_CHUNK_ELEMENTS = 1 << 25
+
+Unit = Literal["gmf", "mlp", "neumf"]
+
+
+@dataclass(frozen=True)
+class NMTRParams:
+    dim: int = 64
+    unit: Unit = "neumf"
+    mlp_layers: tuple[int, ...] = (64, 32, 16)         # tower widths after the 2d input
+    coefficient: tuple[float, ...] | None = None       # λ per behavior (cascade order); None: equal, sum 1
+    neg_ratio: int = 4                                 # sampled negatives per positive, every behavior
+    reg: float = 1e-4                                  # L2 on the embeddings of each training pair
+    init_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("gmf", "mlp", "neumf"):
+            raise ValueError(f"unknown unit {self.unit!r}; among choices: gmf, mlp, neumf")
+        if self.unit != "gmf" and (not self.mlp_layers or any(int(w) < 1 for w in self.mlp_layers)):
+            raise ValueError("mlp_layers must be a non-empty list of positive widths for the mlp and neumf units")
+        if self.neg_ratio < 1:
+            raise ValueError("neg_ratio must be >= 1")
+
+
+def cascade_logits(f: Tensor) -> Tensor:
+    """Cascade of per-behavior interaction scores f (R×N, cascade order) into the logits before the
+    item bias: row r is Σ_{t ≤ r} f_t, i.e. the cumulative sum over behaviors."""
+    return f.cumsum(0)
+
+
+class InteractionUnit(nn.Module):
+    """One behavior's f(p, q): GMF, MLP or NeuMF over shared embeddings of size d."""
+
+    def __init__(self, unit: str, d: int, mlp_layers: tuple[int, ...]):
+        super().__init__()
+        self.d = d
+        self.use_gmf, self.use_mlp = unit in ("gmf", "neumf"), unit in ("mlp", "neumf")
+        self.tower = nn.ModuleList()
+        width = 2 * d
+        if self.use_mlp:
+            for w in mlp_layers:
+                self.tower.append(nn.Linear(width, int(w)))
+                width = int(w)
+        out_dim = (d if self.use_gmf else 0) + (width if self.use_mlp else 0)
+        self.out = nn.Linear(out_dim, 1, bias=False)
+        for m in [*self.tower, self.out]:
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @property
+    def width(self) -> int:
+        """Widest tower activation (0 without a tower)."""
+        return max((m.out_features for m in self.tower), default=0)
+
+    def _split_out(self) -> tuple[Tensor | None, Tensor | None]:
+        w = self.out.weight[0]
+        g = w[:self.d] if self.use_gmf else None
+        m = w[self.d if self.use_gmf else 0:] if self.use_mlp else None
+        return g, m
+
+    def _tower_rest(self, x: Tensor) -> Tensor:
+        x = F.relu(x)
+        for lin in self.tower[1:]:
+            x = F.relu(lin(x))
+        return x
+
+    def forward(self, p: Tensor, q: Tensor) -> Tensor:
+        """Scores of N (user, item) pairs: p, q are N×d; returns N."""
+        wg, wm = self._split_out()
+        out = torch.zeros(p.shape[0], device=p.device, dtype=p.dtype)
+        if wg is not None:
+            out = out + (p * q) @ wg
+        if wm is not None:
+            out = out + self._tower_rest(self.tower[0](torch.cat([p, q], -1))) @ wm
+        return out
+
+    def grid(self, p: Tensor, q: Tensor) -> Tensor:
+        """Scores of every (user, item) cell: p is B×d, q is C×d; returns B×C (equal to forward)."""
+        wg, wm = self._split_out()
+        out = torch.zeros(p.shape[0], q.shape[0], device=p.device, dtype=p.dtype)
+        if wg is not None:
+            out = out + (p * wg) @ q.T
+        if wm is not None:
+            first = self.tower[0]
+            a = p @ first.weight[:, :self.d].T + first.bias      # B×h1
+            c = q @ first.weight[:, self.d:].T                   # C×h1
+            out = out + self._tower_rest(a[:, None, :] + c[None, :, :]) @ wm
+        return out
+
+
+class NMTR(Recommender):
+    batching = "behavior_pairs"
+
+    @staticmethod
+    def relations(meta: GraphMeta) -> tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def label_relations(cls, meta: GraphMeta) -> tuple[str, ...]:
+        return meta.behaviors
+
+    def __init__(self, params: NMTRParams, meta: GraphMeta):
+        super().__init__()
+        k = len(meta.behaviors)
+        if params.coefficient is not None and len(params.coefficient) != k:
+            raise ValueError(f"coefficient needs one value per behavior ({', '.join(meta.behaviors)})")
+        self.params, self.meta = params, meta
+        self.coefficient = tuple(params.coefficient) if params.coefficient is not None else (1.0 / k,) * k
+        d = params.dim
+        self.user = nn.Parameter(torch.randn(meta.n_users, d) * params.init_std)
+        self.item = nn.Parameter(torch.randn(meta.n_items, d) * params.init_std)
+        self.item_bias = nn.Parameter(torch.zeros(k, meta.n_items))
+        self.units = nn.ModuleList([InteractionUnit(params.unit, d, params.mlp_layers) for _ in range(k)])
+
+    @property
+    def negatives_per_positive(self) -> int:
+        return self.params.neg_ratio
+
+    def logits(self, r: int, users: Tensor, items: Tensor) -> Tensor:
+        """logit_r of N (user, item) pairs: Σ_{t ≤ r} f_t + b^r_i."""
+        p, q = self.user[users], self.item[items]
+        f = torch.stack([self.units[t](p, q) for t in range(r + 1)])
+        return cascade_logits(f)[r] + self.item_bias[r, items]
+
+    def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
+        p = self.params
+        total = torch.zeros((), device=self.user.device)
+        parts = {}
+        for r, b in enumerate(self.meta.behaviors):
+            if self.coefficient[r] == 0 or b not in batch.pairs or batch.pairs[b][0].numel() == 0:
+                continue
+            u, pos, neg = batch.pairs[b]
+            users = torch.cat([u, u.repeat_interleave(neg.shape[1])])
+            items = torch.cat([pos, neg.reshape(-1)])
+            labels = torch.cat([torch.ones_like(pos), torch.zeros(neg.numel(), dtype=pos.dtype, device=pos.device)])
+            main = bce_loss(self.logits(r, users, items), labels)
+            reg = p.reg * (self.user[users].square().sum() + self.item[items].square().sum()) / len(users)
+            parts[f"loss_{b}"] = float(main.detach())
+            parts[f"reg_{b}"] = float(reg.detach())
+            total = total + self.coefficient[r] * (main + reg)
+        return total, parts
+
+    def scorer(self, graphs: Graphs) -> ScoreFn:
+        n_items, bias = self.meta.n_items, self.item_bias[-1]
+        width = max(u.width for u in self.units)
+
+        def score(users: Tensor) -> Tensor:
+            p = self.user[users]
+            chunk = n_items if width == 0 else max(1, min(n_items, SCORE_CHUNK_ELEMENTS // max(1, len(users) * width)))
+            out = torch.empty(len(users), n_items, device=p.device, dtype=p.dtype)
+            for s in range(0, n_items, chunk):
+                q = self.item[s:s + chunk]
+                out[:, s:s + chunk] = sum(unit.grid(p, q) for unit in self.units) + bias[s:s + chunk]
+            return out
+
+        return score
