@@ -202,7 +202,7 @@ def test_nmtr_towers_train_on_communities(unit, tmp_path):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += float(loss.detach())
         losses.append(total)
     assert meta.behaviors == ("cart", "buy") and losses[-1] < 0.8 * losses[0]
 
