@@ -305,7 +305,7 @@ def _by_sparsity(args: argparse.Namespace, opened: list, ks: list[int], device) 
 
     from graphrec import sparsity
     from graphrec.progress import format_table
-    from graphrec.train import evaluate_per_user
+    from graphrec.train import evaluate_split
 
     hashes = {info.snapshot_manifest_sha256 for _, info, *_ in opened}
     if len(hashes) > 1:
@@ -320,7 +320,7 @@ def _by_sparsity(args: argparse.Namespace, opened: list, ks: list[int], device) 
     groups = sparsity.label_groups(raw, train_counts)
     per_model, evaluated = {}, None
     for run, info, model, data, graphs in opened:
-        values = evaluate_per_user(model, graphs, data, "test", ks, device)
+        values = evaluate_split(model, graphs, data, "test", ks, 1024, device, per_user=True)
         evaluated = values.pop("users").cpu().numpy()
         per_model[f"{info.model}" if len(opened) == len({i.model for _, i, *_ in opened}) else Path(run).name] = {
             k: v.cpu().numpy() for k, v in values.items()}

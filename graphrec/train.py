@@ -269,26 +269,16 @@ class FitResult:
 
 
 def evaluate_split(model: Recommender, graphs, data: TrainData, split: str, ks, batch_size: int,
-                   device: torch.device) -> dict[str, float]:
+                   device: torch.device, *, per_user: bool = False) -> dict:
+    """Full-ranking metrics of one split: averages, or with ``per_user`` per-user tensors plus
+    "users" (the node ids they belong to)."""
     model.eval()
     with torch.no_grad():
         score = model.scorer(graphs)
         test, exclude = data.eval_sets[split]
         users = torch.nonzero(test.counts() > 0).flatten()
         return evaluate_full(score, users, test, exclude, data.meta.n_items, ks=tuple(ks), batch_size=batch_size,
-                             device=device)
-
-
-def evaluate_per_user(model: Recommender, graphs, data: TrainData, split: str, ks, device: torch.device,
-                      batch_size: int = 1024) -> dict[str, torch.Tensor]:
-    """Per-user metrics of one split, plus "users": the node ids they belong to."""
-    model.eval()
-    with torch.no_grad():
-        score = model.scorer(graphs)
-        test, exclude = data.eval_sets[split]
-        users = torch.nonzero(test.counts() > 0).flatten()
-        return evaluate_full(score, users, test, exclude, data.meta.n_items, ks=tuple(ks), batch_size=batch_size,
-                             device=device, per_user=True)
+                             device=device, per_user=per_user)
 
 
 def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from graphrec.adjacency import SparseAdj, keep_mask
+from graphrec.losses import whole_data_loss
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,27 @@ def dropout(x: Tensor, rate: float, training: bool) -> Tensor:
         return x
     scale = keep_mask(x.numel(), 1.0 - rate, x.device).view(x.shape).to(x.dtype).mul_(1.0 / (1.0 - rate))
     return x * scale
+
+
+def check_per_behavior(meta: GraphMeta, **values: tuple[float, ...]) -> None:
+    """Each named parameter (e.g. coefficient, neg_weight) has one value per behavior."""
+    bad = {name: len(v) for name, v in values.items() if len(v) != len(meta.behaviors)}
+    if bad:
+        raise ValueError(f"{' and '.join(values)} need one value per behavior ({', '.join(meta.behaviors)}); got "
+                         + ", ".join(f"{n} {name}" for name, n in bad.items()))
+
+
+def weighted_whole_data_loss(meta: GraphMeta, users: Tensor, items: Tensor, vectors: Tensor, batch: Batch,
+                             coefficient: tuple[float, ...], neg_weight: tuple[float, ...]
+                             ) -> tuple[Tensor, dict[str, float]]:
+    """Σ_k λ_k NS_k over the behaviors with λ_k ≠ 0 (vectors[k] = behavior k's prediction vector),
+    with each behavior's loss reported as ``loss_<behavior>``."""
+    total = torch.zeros((), device=users.device)
+    parts: dict[str, float] = {}
+    for k, b in enumerate(meta.behaviors):
+        if coefficient[k] == 0:
+            continue
+        lk = whole_data_loss(users, items, vectors[k], *batch.positives[b], neg_weight[k])
+        parts[f"loss_{b}"] = float(lk.detach())
+        total = total + coefficient[k] * lk
+    return total, parts

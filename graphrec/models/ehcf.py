@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from graphrec.losses import l2, whole_data_loss
-from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, dropout
+from graphrec.losses import l2
+from graphrec.models.base import (Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer,
+                                  check_per_behavior, dropout, weighted_whole_data_loss)
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,8 @@ class EHCF(Recommender):
 
     def __init__(self, params: EHCFParams, meta: GraphMeta):
         super().__init__()
+        check_per_behavior(meta, coefficient=params.coefficient, neg_weight=params.neg_weight)
         k = len(meta.behaviors)
-        if len(params.coefficient) != k or len(params.neg_weight) != k:
-            raise ValueError(f"coefficient and neg_weight need one value per behavior ({', '.join(meta.behaviors)})")
         self.params, self.meta = params, meta
         d, std = params.dim, params.init_std
         self.user = nn.Parameter(nn.init.trunc_normal_(torch.empty(meta.n_users, d), std=std, a=-2 * std, b=2 * std))
@@ -84,14 +84,8 @@ class EHCF(Recommender):
         p = self.params
         users = dropout(self.user[batch.users], p.user_dropout, self.training)
         hs = self.prediction_vectors()
-        total = torch.zeros((), device=users.device)
-        parts = {}
-        for k, b in enumerate(self.meta.behaviors):
-            if p.coefficient[k] == 0:
-                continue
-            lk = whole_data_loss(users, self.item, hs[k], *batch.positives[b], p.neg_weight[k])
-            parts[f"loss_{b}"] = float(lk.detach())
-            total = total + p.coefficient[k] * lk
+        total, parts = weighted_whole_data_loss(self.meta, users, self.item, hs, batch, p.coefficient,
+                                                p.neg_weight)
         if len(self.w):
             reg = p.weight_decay * l2(*self.w.values())
             parts["reg"] = float(reg.detach())

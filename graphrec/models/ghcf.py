@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphrec.losses import l2, whole_data_loss
-from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, dropout, xavier
+from graphrec.losses import l2
+from graphrec.models.base import (Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer,
+                                  check_per_behavior, drop_edges, dropout, weighted_whole_data_loss, xavier)
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,8 @@ class GHCF(Recommender):
 
     def __init__(self, params: GHCFParams, meta: GraphMeta):
         super().__init__()
+        check_per_behavior(meta, coefficient=params.coefficient, neg_weight=params.neg_weight)
         k = len(meta.behaviors)
-        if len(params.coefficient) != k or len(params.neg_weight) != k:
-            raise ValueError(f"coefficient and neg_weight need one value per behavior ({', '.join(meta.behaviors)})")
         self.params, self.meta = params, meta
         d = params.dim
         self.user = xavier(meta.n_users, d)
@@ -69,14 +69,8 @@ class GHCF(Recommender):
         p, nu = self.params, self.meta.n_users
         e, rbar = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training))
         users, items = e[:nu][batch.users], e[nu:]
-        total = torch.zeros((), device=e.device)
-        parts = {}
-        for k, b in enumerate(self.meta.behaviors):
-            if p.coefficient[k] == 0:
-                continue
-            lk = whole_data_loss(users, items, rbar[k], *batch.positives[b], p.neg_weight[k])
-            parts[f"loss_{b}"] = float(lk.detach())
-            total = total + p.coefficient[k] * lk
+        total, parts = weighted_whole_data_loss(self.meta, users, items, rbar, batch, p.coefficient,
+                                                p.neg_weight)
         reg = l2(users) + l2(items)
         parts["reg"] = float(reg.detach()) * p.decay
         return total + p.decay * reg, parts

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from graphrec.adjacency import spmm
 from graphrec.losses import l2, whole_data_loss
-from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, drop_edges, dropout, xavier
+from graphrec.models.base import (Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer,
+                                  check_per_behavior, drop_edges, dropout, xavier)
 from graphrec.schema import derived_name
 
 Encoder = Literal["gccf", "lightgcn", "gcn", "ghcf", "ngcf"]
@@ -80,10 +81,8 @@ class HPMR(Recommender):
 
     def __init__(self, params: HPMRParams, meta: GraphMeta):
         super().__init__()
+        check_per_behavior(meta, coefficient=params.coefficient, neg_weight=params.neg_weight)
         k = len(meta.behaviors)
-        if len(params.coefficient) != k or len(params.neg_weight) != k:
-            raise ValueError(f"coefficient and neg_weight need one value per behavior ({', '.join(meta.behaviors)}); "
-                             f"got {len(params.coefficient)} and {len(params.neg_weight)}")
         self.params, self.meta = params, meta
         d, n_layers = params.dim, max(params.layers, params.transfer_layers)
         self.user = xavier(meta.n_users, d)
