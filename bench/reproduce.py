@@ -2,7 +2,7 @@
 write one table beside the published numbers (Markdown + CSV).
 
     python bench/reproduce.py --dataset beibei [--models lightgcn,lightgcn_m,ehcf,ghcf,hpmr]
-                              [--ablations] [--protocol paper|honest] [--device auto] [--report-only]
+                              [--ablations] [--protocol paper|honest] [--device auto] [--set K=V] [--report-only]
 
 Runs live in bench/out/reproduce/DATASET-PROTOCOL/VARIANT and resume from their checkpoints, so a
 long comparison survives a stopped process: run the same command again. Models run in the order
@@ -50,8 +50,8 @@ def run_dir_name(variant: str) -> str:
 
 
 def train_all(dataset: str, protocol: str, todo: list[tuple[str, str, dict]], device: str, out: Path,
-              config: Path, snapshot: Path) -> None:
-    cfg = load_config(config, [f"train.protocol={protocol}"])
+              config: Path, snapshot: Path, overrides: list[str]) -> None:
+    cfg = load_config(config, [f"train.protocol={protocol}", *overrides])
     for variant, model, flags in todo:
         run = out / run_dir_name(variant)
         if (run / "results.json").is_file():
@@ -119,6 +119,8 @@ def main() -> None:
     ap.add_argument("--protocol", default="paper", choices=["paper", "honest"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--snapshot", help="default .graphrec/snapshots/DATASET")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every run, e.g. train.epochs=40 (a capped budget for ablations)")
     ap.add_argument("--report-only", action="store_true", help="tabulate what has finished; train nothing")
     args = ap.parse_args()
     out = ROOT / "bench/out/reproduce" / f"{args.dataset}-{args.protocol}"
@@ -127,7 +129,7 @@ def main() -> None:
     if not args.report_only:
         snapshot = Path(args.snapshot or ROOT / ".graphrec/snapshots" / args.dataset)
         train_all(args.dataset, args.protocol, todo, args.device, out, ROOT / "configs" / f"{args.dataset}.yaml",
-                  snapshot)
+                  snapshot, args.set)
     print(report(args.dataset, args.protocol, todo, out))
 
 
