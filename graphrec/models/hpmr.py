@@ -149,19 +149,23 @@ class HPMR(Recommender):
         e, rbar = {}, {}
         for k, b in enumerate(meta.behaviors):
             e[b], rbar[b] = self._encode(graphs[b], ego, self.relation[k])
-        users_of = {b: [e[b][: meta.n_users]] for b in meta.behaviors}
+        # One split per tensor instead of a slice per use: each slice's backward writes a full-size
+        # zero gradient and adds it up, a split's backward is one concatenation.
+        sizes = [meta.n_users, meta.n_items]
+        parts = {b: e[b].split(sizes) for b in meta.behaviors}
+        users_of = {b: [parts[b][0]] for b in meta.behaviors}
         unique = {}
         for i, j in meta.pairs():
             proj = self._project(e[i], e[j])
             clear, noise = p.projection_scale * proj, p.projection_scale * (e[i] - proj)
-            unique[(i, j)] = noise
+            unique[(i, j)] = noise.split(sizes)
             if p.use_sit:
                 users_of[j].append(self._transfer_users(graphs[j], clear, rbar[j]))
             if p.use_urr:
                 back = p.re_mult * p.projection_scale * self._project(noise, e[i])
                 users_of[i].append(self._transfer_users(graphs[i], back, rbar[i]))
         u_final = {b: torch.stack(v).mean(0) for b, v in users_of.items()}
-        return {"e": e, "rbar": rbar, "u": u_final, "unique": unique}
+        return {"e": e, "parts": parts, "rbar": rbar, "u": u_final, "unique": unique}
 
     def _unique_relation(self, upstream: int) -> Tensor:
         rel = self.relation[upstream]
@@ -176,37 +180,43 @@ class HPMR(Recommender):
     def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
         p, meta = self.params, self.meta
         out = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training))
-        nu, users = meta.n_users, batch.users
+        users = batch.users
         a_main, a_transfer, a_unique = p.alpha
         total = torch.zeros((), device=users.device)
         parts: dict[str, float] = {}
         for k, b in enumerate(meta.behaviors):
-            e, rbar = out["e"][b], out["rbar"][b]
-            items, pos = e[nu:], batch.positives[b]
+            (e_users, items), rbar = out["parts"][b], out["rbar"][b]
+            pos = batch.positives[b]
             lk = torch.zeros((), device=users.device)
             if a_main:
-                lk = lk + a_main * whole_data_loss(e[:nu][users], items, rbar, *pos, p.neg_weight[k])
+                lk = lk + a_main * whole_data_loss(e_users[users], items, rbar, *pos, p.neg_weight[k])
             if a_transfer:
                 lk = lk + a_transfer * whole_data_loss(out["u"][b][users], items, rbar, *pos, p.neg_weight[k])
             if a_unique and p.use_urs:
-                for (i, j), noise in out["unique"].items():
+                for (i, j), (noise_users, noise_items) in out["unique"].items():
                     if i != b:
                         continue
                     rel = self._unique_relation(meta.behaviors.index(i))
-                    lk = lk + a_unique * whole_data_loss(noise[:nu][users], noise[nu:], rel,
+                    lk = lk + a_unique * whole_data_loss(noise_users[users], noise_items, rel,
                                                          *batch.positives[derived_name(i, j)], p.unique_neg_weight)
             parts[f"loss_{b}"] = float(lk.detach())
             total = total + p.coefficient[k] * lk
-        t = meta.target
-        reg = a_main * l2(out["e"][t][:nu][users]) + a_transfer * (l2(out["u"][t][users]) + l2(out["e"][t][nu:]))
+        t_users, t_items = out["parts"][meta.target]
+        # A zero weight skips its term: 0 * l2(x) would still send a (zero) gradient through x.
+        reg = torch.zeros((), device=users.device)
+        if a_main:
+            reg = reg + a_main * l2(t_users[users])
+        if a_transfer:
+            reg = reg + a_transfer * (l2(out["u"][meta.target][users]) + l2(t_items))
         if a_unique and p.use_urs and out["unique"]:
-            last = out["unique"][meta.pairs()[-1]]
-            reg = reg + a_unique * (l2(last[:nu][users]) + l2(last[nu:]))
+            last_users, last_items = out["unique"][meta.pairs()[-1]]
+            reg = reg + a_unique * (l2(last_users[users]) + l2(last_items))
         parts["reg"] = float(reg.detach()) * p.decay
         return total + p.decay * reg, parts
 
     def scorer(self, graphs: Graphs) -> ScoreFn:
         out = self(graphs)
-        t, nu = self.meta.target, self.meta.n_users
-        users = out["e"][t][:nu] if self.params.test_score == "main" else out["u"][t]
-        return bilinear_scorer(users * out["rbar"][t], out["e"][t][nu:])
+        t = self.meta.target
+        e_users, e_items = out["parts"][t]
+        users = e_users if self.params.test_score == "main" else out["u"][t]
+        return bilinear_scorer(users * out["rbar"][t], e_items)
