@@ -35,3 +35,16 @@ SAMPLED: dict[tuple[str, str], tuple[float, float]] = {
 }
 
 DATA_CAVEAT = "published: view → cart → buy; ours: cart → buy (no view logs in ../shared/data)"
+
+#: Table 4's ordering, as (better, worse) pairs: HPMR > w/o URR > {w/o URS, w/o SIT} > w/o PTN.
+ABLATION_ORDER: tuple[tuple[str, str], ...] = (
+    ("full", "w/o URR"), ("w/o URR", "w/o URS"), ("w/o URR", "w/o SIT"),
+    ("w/o URS", "w/o PTN"), ("w/o SIT", "w/o PTN"),
+)
+
+
+def ablation_order_violations(hr: dict[str, float]) -> list[str]:
+    """The pairs of Table 4's ordering that ``hr`` (variant -> HR@10, "full" for HPMR) breaks, as
+    "a <= b" strings; pairs with a missing variant are skipped (check ``missing`` separately)."""
+    return [f"{a} {hr[a]:.4f} <= {b} {hr[b]:.4f}" for a, b in ABLATION_ORDER
+            if a in hr and b in hr and not hr[a] > hr[b]]
