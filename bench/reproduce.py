@@ -67,21 +67,20 @@ def train_all(dataset: str, protocol: str, todo: list[tuple[str, str, dict]], de
 
 
 def report(dataset: str, protocol: str, todo: list[tuple[str, str, dict]], out: Path) -> str:
-    rows, ablation_rows = [], []
+    rows, ablations = [], []
     for variant, model, flags in todo:
         res_file = out / run_dir_name(variant) / "results.json"
-        if res_file.is_file():
+        finished = res_file.is_file()
+        if finished:
             res = json.loads(res_file.read_text())
             test, status = res["results"]["test"], f"best epoch {res['best_epoch']} of {res['epochs_run']}"
             hr, ndcg = test["hr@10"], test["ndcg@10"]
         else:
-            metrics = out / run_dir_name(variant) / METRICS_FILE
-            evals = [json.loads(x) for x in metrics.read_text().splitlines() if '"split"' in x] if metrics.is_file() else []
+            evals = _evaluations(out / run_dir_name(variant))
             hr = max((e["hr@10"] for e in evals if e["split"] == "test"), default=None)
             ndcg, status = None, f"unfinished: {len(evals)} evaluations" if evals else "not run"
         if flags:
-            pub = ABLATIONS.get((dataset, variant.removeprefix("hpmr ")))
-            ablation_rows.append([variant, _f(hr), _f(pub), _rel(hr, pub), status])
+            ablations.append((variant.removeprefix("hpmr "), hr, status, finished))
             continue
         pub = TABLE2.get((dataset, model))
         if model == "ehcf" and dataset == "beibei":
@@ -97,33 +96,43 @@ def report(dataset: str, protocol: str, todo: list[tuple[str, str, dict]], out: 
         w = csv.writer(fh)
         w.writerow(headers)
         w.writerows(rows)
-    if ablation_rows:
-        text += "\n\n### HPMR ablations (Table 4)\n\n" + ablation_report(dataset, out, ablation_rows)
+    if ablations:
+        text += "\n\n### HPMR ablations (Table 4)\n\n" + ablation_report(dataset, out, ablations)
     out.with_suffix(".md").write_text(text + "\n")
     return text
 
 
-def ablation_report(dataset: str, out: Path, rows: list[list]) -> str:
-    """The ablation table with full HPMR at the ablations' epoch budget first (its best test HR@10
-    among evaluations up to that epoch, from the hpmr run's metrics), and Table 4's ordering checked."""
-    budgets = [json.loads((out / run_dir_name(f"hpmr {v}") / "run.json").read_text())["train"]["epochs"]
-               for v in ABLATION_FLAGS if (out / run_dir_name(f"hpmr {v}") / "run.json").is_file()]
-    budget = max(budgets, default=None)
-    metrics = out / "hpmr" / METRICS_FILE
-    evals = [json.loads(x) for x in metrics.read_text().splitlines() if '"split": "test"' in x] if metrics.is_file() else []
-    within = [e for e in evals if budget is None or e["epoch"] <= budget]
+def _evaluations(run: Path) -> list[dict]:
+    """The evaluation rows of a run's metrics (every split), in epoch order; none when it has not run."""
+    metrics = run / METRICS_FILE
+    return [json.loads(x) for x in metrics.read_text().splitlines() if '"split"' in x] if metrics.is_file() else []
+
+
+def ablation_report(dataset: str, out: Path, ablations: list[tuple[str, float | None, str, bool]]) -> str:
+    """The ablation table, (variant, best HR@10, status, finished) per variant, with full HPMR at the
+    ablations' epoch budget first (its best test HR@10 among evaluations up to that epoch, from the
+    hpmr run's metrics), and Table 4's ordering checked on the finished variants."""
+    run_files = [out / run_dir_name(f"hpmr {v}") / "run.json" for v in ABLATION_FLAGS]
+    budget = max((json.loads(f.read_text())["train"]["epochs"] for f in run_files if f.is_file()), default=None)
+    within = [e for e in _evaluations(out / "hpmr")
+              if e["split"] == "test" and (budget is None or e["epoch"] <= budget)]
     full = max((e["hr@10"] for e in within), default=None)
+    upto = f" up to epoch {budget}" if budget else ""
+    status = f"best test evaluation{upto} of the hpmr run" if within else f"no test evaluation{upto} in the hpmr run"
     pub = TABLE2.get((dataset, "hpmr"), (None,))[0]
-    status = f"best test evaluation up to epoch {budget} of the hpmr run" if within else "hpmr run missing"
-    rows = [["hpmr (full)", _f(full), _f(pub), _rel(full, pub), status], *rows]
+    rows = [["hpmr (full)", _f(full), _f(pub), _rel(full, pub), status]]
+    for variant, hr, run_status, _ in ablations:
+        vpub = ABLATIONS.get((dataset, variant))
+        rows.append([f"hpmr {variant}", _f(hr), _f(vpub), _rel(hr, vpub), run_status])
     # only finished variants count: an unfinished run's best so far is not its result
-    hr = {"full": full} | {r[0].removeprefix("hpmr "): float(r[1]) for r in rows[1:] if r[4].startswith("best epoch")}
-    hr = {k: v for k, v in hr.items() if v is not None}
+    hr = {v: x for v, x, _, finished in ablations if finished and x is not None}
+    if full is not None:
+        hr["full"] = full
     missing = [v for v in ("full", *ABLATION_FLAGS) if v not in hr]  # not finished or not run
     broken = ablation_order_violations(hr)
     verdict = ("not checked: " + ", ".join(missing) + " missing" if missing else
                "holds" if not broken else "does not hold: " + "; ".join(broken))
-    budget_note = f"Every variant trained for at most {budget} epochs (`--set train.epochs={budget}`). " if budget else ""
+    budget_note = f"Every variant trained for at most {budget} epochs. " if budget else ""
     return (budget_note + "Table 4's ordering HPMR > w/o URR > w/o URS, w/o SIT > w/o PTN: " + verdict + ".\n\n"
             + format_table(["variant", "HR@10", "published HR@10", "rel. diff", "run"], rows))
 

@@ -45,6 +45,6 @@ ABLATION_ORDER: tuple[tuple[str, str], ...] = (
 
 def ablation_order_violations(hr: dict[str, float]) -> list[str]:
     """The pairs of Table 4's ordering that ``hr`` (variant -> HR@10, "full" for HPMR) breaks, as
-    "a <= b" strings; pairs with a missing variant are skipped (check ``missing`` separately)."""
+    "a <= b" strings; pairs with a missing variant are skipped (the caller reports those variants)."""
     return [f"{a} {hr[a]:.4f} <= {b} {hr[b]:.4f}" for a, b in ABLATION_ORDER
             if a in hr and b in hr and not hr[a] > hr[b]]
