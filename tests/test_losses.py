@@ -49,3 +49,24 @@ def test_bpr_and_l2_values():
     assert bpr_loss(torch.tensor([2.0]), torch.tensor([0.0])).item() == pytest.approx(math.log1p(math.exp(-2)))
     assert bpr_loss(torch.tensor([100.0]), torch.tensor([-100.0])).item() == pytest.approx(0.0, abs=1e-30)
     assert l2(torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])).item() == pytest.approx(0.5 * (1 + 4 + 9))
+
+
+def test_lightgcn_loss_by_hand():
+    """With no propagation layer the score is p·q: BPR plus LightGCN's own regulariser,
+    reg · ½ Σ x² over the batch's ego embeddings / batch size."""
+    from graphrec.models import build_model
+    from graphrec.models.base import Batch, GraphMeta
+    from graphrec.models.lightgcn import LightGCNParams
+
+    m = build_model("lightgcn", LightGCNParams(dim=2, layers=0, reg=0.5), GraphMeta(2, 3, ("buy",), ("buy",)))
+    with torch.no_grad():
+        m.user.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        m.item.copy_(torch.tensor([[1.0, 1.0], [0.0, 1.0], [2.0, 0.0]]))
+    batch = Batch(users=torch.tensor([0, 1]), pos={"buy": torch.tensor([0, 1])}, neg={"buy": torch.tensor([1, 2])})
+    loss, parts = m.loss(batch, {})
+    # user 0: pos 1, neg 0; user 1: pos 2, neg 0
+    bpr = (math.log1p(math.exp(-1.0)) + math.log1p(math.exp(-2.0))) / 2
+    sq = (1 + 4) + (2 + 1) + (1 + 4)   # Σx² of the users, the positives, the negatives
+    assert parts["bpr"] == pytest.approx(bpr, rel=1e-6)
+    assert parts["reg"] == pytest.approx(0.5 * 0.5 * sq / 2, rel=1e-6)
+    assert loss.item() == pytest.approx(bpr + 0.5 * 0.5 * sq / 2, rel=1e-6)

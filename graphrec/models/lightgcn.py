@@ -1,7 +1,8 @@
 """LightGCN (He et al., SIGIR 2020) on the target behavior only, trained with BPR.
 
 E^{l+1} = Â E^l without weights or nonlinearity; the final embedding is the mean of all layers
-(ego layer included); score = dot product. L2 on the ego embeddings of the batch, per example.
+(ego layer included); score = dot product. L2 on the ego embeddings of the batch as in LightGCN's
+own code: reg · ½ Σ x² / batch size (TensorFlow's l2_loss per example).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class LightGCN(Recommender):
         u, pos, neg = batch.users, batch.pos[t], batch.neg[t]
         eu, ep, en = e[:nu][u], e[nu:][pos], e[nu:][neg]
         main = bpr_loss((eu * ep).sum(-1), (eu * en).sum(-1))
-        reg = self.params.reg * 2 * l2(self.user[u], self.item[pos], self.item[neg]) / len(u)
+        reg = self.params.reg * l2(self.user[u], self.item[pos], self.item[neg]) / len(u)
         return main + reg, {"bpr": float(main.detach()), "reg": float(reg.detach())}
 
     def scorer(self, graphs: Graphs) -> ScoreFn:
