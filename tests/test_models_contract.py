@@ -238,3 +238,48 @@ def test_hpmr_ablations_switch_off_their_parts(communities_path):
     assert ptn.params.ablation == "w/o PTN"
     for b in ("cart", "buy"):
         torch.testing.assert_close(out["u"][b], out["e"][b][:16])
+
+
+def test_lightgcn_m_by_hand(communities_path):
+    """LightGCN_M with one layer, dropout off: e_k = (E⁰ + (Â_k E⁰) ⊙ r_k) / 2, r̄_k = (r_k + r_k W_rel) / 2,
+    loss Σ_k λ_k NS_k(e_k) + decay (l2(e_buy of the batch users) + l2(e_buy of all items)),
+    test score e_buy,u ⊙ r̄_buy · e_buy,i."""
+    from graphrec.losses import l2, naive_whole_data_loss
+    from graphrec.models.lightgcn_m import LightGCNMParams
+
+    params = LightGCNMParams(dim=4, layers=1, coefficient=(0.3, 0.7), neg_weight=(0.2, 0.5), decay=0.01,
+                             mess_dropout=0.0, node_dropout=0.0)
+    torch.manual_seed(0)
+    s = snap.read(communities_path)
+    meta = GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
+    data = TrainData.from_snapshot(s, "paper", MODELS["lightgcn_m"].cls.label_relations(meta))
+    graphs = data.graphs(meta.behaviors, "cpu")
+    model = build_model("lightgcn_m", params, data.meta)
+    assert set(dict(model.named_parameters())) == {"user", "item", "relation", "w_rel.0"}
+    nu = meta.n_users
+    ego = torch.cat([model.user, model.item])
+    e, rbar = {}, {}
+    for k, b in enumerate(meta.behaviors):
+        dense = graphs[b].matrix.to_dense()
+        rel = model.relation[k]
+        e[b] = (ego + (dense @ ego) * rel) / 2
+        rbar[b] = (rel + rel @ model.w_rel[0]) / 2
+    users = torch.tensor([0, 3, 7])
+    labels = {}
+    for b in meta.behaviors:
+        lab = torch.zeros(len(users), meta.n_items)
+        rows, items = data.positives[b].rows(users)
+        lab[rows, items] = 1.0
+        labels[b] = lab
+    expected = sum(c * naive_whole_data_loss(e[b][:nu][users], e[b][nu:], rbar[b], labels[b], c0)
+                   for b, c, c0 in zip(meta.behaviors, params.coefficient, params.neg_weight))
+    expected = expected + params.decay * (l2(e["buy"][:nu][users]) + l2(e["buy"][nu:]))
+    model.train()
+    loss, _ = model.loss(Batch(users=users, positives={b: data.positives[b].rows(users) for b in meta.behaviors}),
+                         graphs)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    model.eval()
+    with torch.no_grad():
+        got = model.scorer(graphs)(users)
+        want = (e["buy"][:nu][users] * rbar["buy"]) @ e["buy"][nu:].T
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

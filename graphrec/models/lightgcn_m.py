@@ -1,69 +1,54 @@
-"""LightGCN_M: LightGCN over every behavior graph with the whole-data loss (HPMR's baseline).
+"""LightGCN_M: multi-behavior LightGCN with the whole-data loss (the HPMR paper's baseline).
 
-MODELS.md names the baseline but not its equations; this is graphrec's definition: LightGCN's
-weight-free propagation summed over behaviors with weights λ_k, E^{l+1} = Σ_k λ_k Â_k E^l, the
-layer mean as final embedding, one learned prediction vector h_k per behavior,
-ŷ_k(u, i) = Σ_d e_ud e_id h_kd, and the loss Σ_k λ_k NS_k + decay·(l2(batch users) + l2(all items)).
+MODELS.md names the baseline but not its equations. graphrec defines it as HPMR's own backbone with
+its ``lightgcn`` encoder (MODELS.md §1.3) and no transfer network: per behavior k a weight-free
+propagation of the shared ego embeddings, E^{l+1} = (Â_k E^l) ⊙ r_k^l with r_k^{l+1} = r_k^l W_rel^l,
+the layer means e_k and r̄_k, scores ŷ_k(u, i) = Σ_d e_k,ud e_k,id r̄_k,d, the loss Σ_k λ_k NS_k plus
+decay · (l2(target users of the batch) + l2(all target items)), and the target score at test time.
+This is exactly HPMR without PTN (Table 4's "w/o PTN", published 0.1808 on Beibei, next to
+LightGCN_M's 0.1788) with the LightGCN encoder in place of GCCF's LeakyReLU.
+
+A first definition, one stream summed over behaviors (E^{l+1} = Σ_k λ_k Â_k E^l) with a learned
+prediction vector per behavior, collapsed to zero on Beibei within five epochs: nothing in it
+could scale the tiny Xavier embeddings up against decay 10, and HR@10 stayed at chance. The
+relation chain r_k^l W_rel^l is what lets this form (and GHCF, HPMR) grow its scores.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
-from graphrec.losses import l2
-from graphrec.models.base import (Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer,
-                                  check_per_behavior, drop_edges, dropout, weighted_whole_data_loss, xavier)
+from graphrec.models.base import GraphMeta
+from graphrec.models.hpmr import HPMR, HPMRParams
 
 
 @dataclass(frozen=True)
 class LightGCNMParams:
     dim: int = 64
     layers: int = 3
-    coefficient: tuple[float, ...] = (5 / 6, 1 / 6)
-    neg_weight: tuple[float, ...] = (0.1, 0.1)
+    coefficient: tuple[float, ...] = (5 / 6, 1 / 6)   # λ per behavior, cascade order
+    neg_weight: tuple[float, ...] = (0.1, 0.1)        # c0 per behavior
     decay: float = 10.0
-    mess_dropout: float = 0.2
-    node_dropout: float = 0.1
+    mess_dropout: float = 0.2                         # drop rate
+    node_dropout: float = 0.1                         # drop rate of adjacency nonzeros
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise ValueError("layers must be >= 1")
 
 
-class LightGCNM(Recommender):
-    batching = "users"
+class LightGCNM(HPMR):
+    @classmethod
+    def label_relations(cls, meta: GraphMeta) -> tuple[str, ...]:
+        return meta.behaviors   # no unique (i_not_j) supervision
 
     def __init__(self, params: LightGCNMParams, meta: GraphMeta):
-        super().__init__()
-        check_per_behavior(meta, coefficient=params.coefficient, neg_weight=params.neg_weight)
-        k = len(meta.behaviors)
-        self.params, self.meta = params, meta
-        self.user = xavier(meta.n_users, params.dim)
-        self.item = xavier(meta.n_items, params.dim)
-        self.h = xavier(k, params.dim)
-
-    def forward(self, graphs: Graphs) -> Tensor:
-        p = self.params
-        x = torch.cat([self.user, self.item])
-        outs = [x]
-        for _ in range(p.layers):
-            x = sum(p.coefficient[k] * (graphs[b] @ x) for k, b in enumerate(self.meta.behaviors)
-                    if p.coefficient[k] != 0)
-            x = dropout(x, p.mess_dropout, self.training)
-            outs.append(x)
-        return torch.stack(outs).mean(0)
-
-    def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
-        p, nu = self.params, self.meta.n_users
-        e = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training))
-        users, items = e[:nu][batch.users], e[nu:]
-        total, parts = weighted_whole_data_loss(self.meta, users, items, self.h, batch, p.coefficient,
-                                                p.neg_weight)
-        reg = l2(users) + l2(items)
-        parts["reg"] = float(reg.detach()) * p.decay
-        return total + p.decay * reg, parts
-
-    def scorer(self, graphs: Graphs) -> ScoreFn:
-        e = self(graphs)
-        nu = self.meta.n_users
-        return bilinear_scorer(e[:nu] * self.h[-1], e[nu:])
+        # HPMR's transfer loss with every PTN part off is the main loss on e_k, regularized on the
+        # target users and all target items as GHCF does (HPMR's main-loss weight regularizes users only).
+        super().__init__(HPMRParams(dim=params.dim, encoder="lightgcn", layers=params.layers, transfer_layers=1,
+                                    alpha=(0.0, 1.0, 0.0), coefficient=params.coefficient,
+                                    neg_weight=params.neg_weight, decay=params.decay,
+                                    mess_dropout=params.mess_dropout, node_dropout=params.node_dropout,
+                                    use_sit=False, use_urr=False, use_urs=False), meta)
+        self.lightgcn_m_params = params
+        del self.w_rel_noise   # feeds only the unique-relation scores, which this model has none of
