@@ -99,7 +99,7 @@ def plot(headers: list[str], rows: list[list], metric: str, path: str | Path, ti
     except ImportError:
         return None
     cols = [k for k, h in enumerate(headers) if h.endswith(" " + metric)]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(cols), 1)
     x = np.arange(len(rows))
     for j, c in enumerate(cols):
@@ -108,7 +108,7 @@ def plot(headers: list[str], rows: list[list], metric: str, path: str | Path, ti
     ax.set_xlabel("training purchases per user")
     ax.set_ylabel(metric)
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: inside it hid the tallest bars
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
