@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from graphrec.config import load_config, model_params, train_config  # noqa: E402
 from graphrec.progress import format_table  # noqa: E402
 from graphrec.published import (ABLATIONS, DATA_CAVEAT, EHCF_CORRECTED_BEIBEI, TABLE2,  # noqa: E402
-                                ablation_order_violations)
+                                ablation_order_violations, views)
 from graphrec.train import CHECKPOINT, METRICS_FILE, fit  # noqa: E402
 
 ABLATION_FLAGS = {
@@ -76,9 +76,11 @@ def report(dataset: str, protocol: str, todo: list[tuple[str, str, dict]], out: 
             test, status = res["results"]["test"], f"best epoch {res['best_epoch']} of {res['epochs_run']}"
             hr, ndcg = test["hr@10"], test["ndcg@10"]
         else:
-            evals = _evaluations(out / run_dir_name(variant))
-            hr = max((e["hr@10"] for e in evals if e["split"] == "test"), default=None)
-            ndcg, status = None, f"unfinished: {len(evals)} evaluations" if evals else "not run"
+            evals = [e for e in _evaluations(out / run_dir_name(variant)) if e["split"] == "test"]
+            best = max(evals, key=lambda e: (e["hr@10"], e["epoch"]), default=None)
+            hr, ndcg = (best["hr@10"], best["ndcg@10"]) if best else (None, None)
+            status = (f"unfinished: best so far at epoch {best['epoch']} of {evals[-1]['epoch']}" if best else
+                      "not run")
         if flags:
             ablations.append((variant.removeprefix("hpmr "), hr, status, finished))
             continue
@@ -86,8 +88,9 @@ def report(dataset: str, protocol: str, todo: list[tuple[str, str, dict]], out: 
         if model == "ehcf" and dataset == "beibei":
             pub = EHCF_CORRECTED_BEIBEI  # the EHCF repository's own correction of the paper's row
         rows.append([model, _f(hr), _f(ndcg), _f(pub[0] if pub else None), _f(pub[1] if pub else None),
-                     _rel(hr, pub[0] if pub else None), status])
-    headers = ["model", "HR@10", "NDCG@10", "published HR@10", "published NDCG@10", "HR@10 rel. diff", "run"]
+                     _rel(hr, pub[0] if pub else None), views(dataset, model), status])
+    headers = ["model", "HR@10", "NDCG@10", "published HR@10", "published NDCG@10", "HR@10 rel. diff",
+               "views in the published run", "run"]
     note = ("paper protocol: early stopping on the test split, as the reference code does; for comparison with "
             "published numbers only" if protocol == "paper" else
             "honest protocol: selection on a validation purchase, test evaluated once")
@@ -120,10 +123,10 @@ def ablation_report(dataset: str, out: Path, ablations: list[tuple[str, float | 
     upto = f" up to epoch {budget}" if budget else ""
     status = f"best test evaluation{upto} of the hpmr run" if within else f"no test evaluation{upto} in the hpmr run"
     pub = TABLE2.get((dataset, "hpmr"), (None,))[0]
-    rows = [["hpmr (full)", _f(full), _f(pub), _rel(full, pub), status]]
+    rows = [["hpmr (full)", _f(full), _f(pub), _rel(full, pub), views(dataset, "hpmr"), status]]
     for variant, hr, run_status, _ in ablations:
         vpub = ABLATIONS.get((dataset, variant))
-        rows.append([f"hpmr {variant}", _f(hr), _f(vpub), _rel(hr, vpub), run_status])
+        rows.append([f"hpmr {variant}", _f(hr), _f(vpub), _rel(hr, vpub), views(dataset, variant), run_status])
     # only finished variants count: an unfinished run's best so far is not its result
     hr = {v: x for v, x, _, finished in ablations if finished and x is not None}
     if full is not None:
@@ -134,7 +137,8 @@ def ablation_report(dataset: str, out: Path, ablations: list[tuple[str, float | 
                "holds" if not broken else "does not hold: " + "; ".join(broken))
     budget_note = f"Every variant trained for at most {budget} epochs. " if budget else ""
     return (budget_note + "Table 4's ordering HPMR > w/o URR > w/o URS, w/o SIT > w/o PTN: " + verdict + ".\n\n"
-            + format_table(["variant", "HR@10", "published HR@10", "rel. diff", "run"], rows))
+            + format_table(["variant", "HR@10", "published HR@10", "rel. diff", "views in the published run", "run"],
+                           rows))
 
 
 def _f(v) -> str:

@@ -36,6 +36,30 @@ SAMPLED: dict[tuple[str, str], tuple[float, float]] = {
 
 DATA_CAVEAT = "published: view → cart → buy; ours: cart → buy (no view logs in ../shared/data)"
 
+#: What the view log did in each published run (MODELS.md §1.10, §2.2, §3.2, §4), for the "views"
+#: column next to every comparison: (dataset, model or HPMR ablation variant) -> short answer.
+#: Beibei's λ_view is 0 for HPMR, GHCF and their variants: the view loss (with the view URR and the
+#: view_not_* URS terms in it) is weighted 0, so views reach HPMR's outputs only through SIT.
+VIEWS: dict[tuple[str, str], str] = {
+    ("beibei", "lightgcn"): "no: purchases only",
+    ("beibei", "lightgcn_m"): "not with λ_view = 0, as graphrec defines it",
+    ("beibei", "ghcf"): "no: λ_view = 0",
+    ("beibei", "ehcf"): "yes: a view task, λ_view = 0.05",
+    ("beibei", "nmtr"): "yes: view → cart → buy cascade",
+    ("beibei", "hpmr"): "yes: view encoder, view→cart/buy transfers",
+    ("beibei", "w/o URR"): "yes: view→cart/buy SIT",
+    ("beibei", "w/o URS"): "yes: view→cart/buy SIT",
+    ("beibei", "w/o SIT"): "no: with λ_view = 0 views reach only SIT",
+    ("beibei", "w/o PTN"): "no: λ_view = 0 and no transfer",
+    ("taobao", "lightgcn"): "no: purchases only",
+    ("taobao", "ghcf"): "yes: λ_view = 1/6",
+}
+
+
+def views(dataset: str, model: str) -> str:
+    """Whether the published number of ``model`` (or an HPMR ablation variant) used the view log."""
+    return VIEWS.get((dataset, model), "yes" if dataset == "taobao" else "unknown")
+
 #: Table 4's ordering, as (better, worse) pairs: HPMR > w/o URR > {w/o URS, w/o SIT} > w/o PTN.
 ABLATION_ORDER: tuple[tuple[str, str], ...] = (
     ("full", "w/o URR"), ("w/o URR", "w/o URS"), ("w/o URR", "w/o SIT"),
