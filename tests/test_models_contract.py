@@ -96,13 +96,13 @@ def trained(communities_path, tmp_path_factory):
     return out
 
 
-def _setup(name: str, snapshot_path, seed: int = 0):
+def _setup(name: str, snapshot_path, seed: int = 0, params=None):
     torch.manual_seed(seed)
     s = snap.read(snapshot_path)
     meta = GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
     cls = MODELS[name].cls
     data = TrainData.from_snapshot(s, "paper", cls.label_relations(meta), 99.99, "cpu")
-    model = build_model(name, tiny_params(name), data.meta)
+    model = build_model(name, tiny_params(name) if params is None else params, data.meta)
     return model, data, data.graphs(cls.relations(data.meta), "cpu")
 
 
@@ -187,12 +187,7 @@ def test_hpmr_encoders_train(encoder, communities_path):
     from graphrec.models.hpmr import HPMRParams
 
     params = HPMRParams(**{**TINY_PARAMS["hpmr"], "encoder": encoder})
-    torch.manual_seed(0)
-    s = snap.read(communities_path)
-    meta = GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
-    data = TrainData.from_snapshot(s, "paper", MODELS["hpmr"].cls.label_relations(meta))
-    graphs = data.graphs(meta.behaviors, "cpu")
-    model = build_model("hpmr", params, data.meta)
+    model, data, graphs = _setup("hpmr", communities_path, params=params)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     users = torch.arange(16)
     batch = Batch(users=users, positives={k: v.rows(users) for k, v in data.positives.items()})
@@ -249,12 +244,8 @@ def test_lightgcn_m_by_hand(communities_path):
 
     params = LightGCNMParams(dim=4, layers=1, coefficient=(0.3, 0.7), neg_weight=(0.2, 0.5), decay=0.01,
                              mess_dropout=0.0, node_dropout=0.0)
-    torch.manual_seed(0)
-    s = snap.read(communities_path)
-    meta = GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
-    data = TrainData.from_snapshot(s, "paper", MODELS["lightgcn_m"].cls.label_relations(meta))
-    graphs = data.graphs(meta.behaviors, "cpu")
-    model = build_model("lightgcn_m", params, data.meta)
+    model, data, graphs = _setup("lightgcn_m", communities_path, params=params)
+    meta = data.meta
     assert set(dict(model.named_parameters())) == {"user", "item", "relation", "w_rel.0"}
     nu = meta.n_users
     ego = torch.cat([model.user, model.item])

@@ -155,7 +155,8 @@ class HPMR(Recommender):
         parts = {b: e[b].split(sizes) for b in meta.behaviors}
         users_of = {b: [parts[b][0]] for b in meta.behaviors}
         unique = {}
-        for i, j in meta.pairs():
+        # without SIT, URR and URS (w/o PTN, LightGCN_M) nothing reads the projections
+        for i, j in meta.pairs() if (p.use_sit or p.use_urr or p.use_urs) else ():
             proj = self._project(e[i], e[j])
             clear, noise = p.projection_scale * proj, p.projection_scale * (e[i] - proj)
             unique[(i, j)] = noise.split(sizes)

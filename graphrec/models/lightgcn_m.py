@@ -50,5 +50,4 @@ class LightGCNM(HPMR):
                                     neg_weight=params.neg_weight, decay=params.decay,
                                     mess_dropout=params.mess_dropout, node_dropout=params.node_dropout,
                                     use_sit=False, use_urr=False, use_urs=False), meta)
-        self.lightgcn_m_params = params
         del self.w_rel_noise   # feeds only the unique-relation scores, which this model has none of
