@@ -77,11 +77,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         overrides.append(f"ingest.format={args.format}")
     if args.seed is not None:
         overrides.append(f"ingest.split.seed={args.seed}")
+    if args.test:
+        overrides.append(f"ingest.test_file={json.dumps(args.test)}")
     cfg = load_config(args.config, overrides).ingest
     load.validate_dataset_name(args.dataset)
     t0 = time.perf_counter()
     _log(f"reading {args.source} ...")
-    data = read_source(args.source, cfg.format, cfg.behaviors, cfg.columns, skip_bad_rows=args.skip_bad_rows)
+    data = read_source(args.source, cfg.format, cfg.behaviors, cfg.columns, skip_bad_rows=args.skip_bad_rows,
+                       behavior_values=cfg.behavior_values, time_format=cfg.time_format, test_file=cfg.test_file)
     if len(data.rejected):
         rejects = Path(args.rejects) if args.rejects else Path(args.home or ".graphrec") / "rejected" / f"{args.dataset}.tsv"
         rejects.parent.mkdir(parents=True, exist_ok=True)
@@ -511,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--config", help="YAML config (see configs/)")
     i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. ingest.split.seed=7")
     i.add_argument("--seed", type=int, help="seed of the train/valid/test split (default 2024)")
+    i.add_argument("--test", metavar="FILE", help="a long-format log's held-out purchases (user,item[,timestamp]; "
+                   "the log's column names): they become the test split (config: ingest.test_file)")
     i.add_argument("--replace", action="store_true", help="delete this dataset first and rebuild it")
     i.add_argument("--skip-bad-rows", action="store_true",
                    help="set bad rows aside in a file (see --rejects) instead of stopping at the first")

@@ -45,11 +45,26 @@ class IngestConfig:
     behaviors: list[str] | None = None
     #: Column names in a long-format log, if they differ from user, item, behavior, timestamp.
     columns: dict[str, str] = field(default_factory=dict)
+    #: Raw behavior values of a long-format log mapped onto behavior names, e.g. the Tianchi codes
+    #: ``{1: click, 2: collect, 3: cart, 4: buy}``; values not listed are read as names themselves.
+    behavior_values: dict[str, str] = field(default_factory=dict)
+    #: strftime format of the timestamp column, e.g. ``"%Y-%m-%d %H"``; None accepts Unix seconds and
+    #: common date/time forms (ISO 8601, ``2014-12-06 02`` at hour resolution, ...).
+    time_format: str | None = None
+    #: A separate file of held-out target-behavior rows (user, item[, timestamp]; the log's column
+    #: names) for a long-format log: those become the test split (``graphrec ingest --test FILE``).
+    test_file: str | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
     #: Relationships per write transaction (rows are grouped per user inside a batch).
     batch_rows: int = 20000
 
     def __post_init__(self) -> None:
+        # YAML reads the codes 1, 2, ... as ints; a log's values are strings
+        values = {str(k).strip(): v for k, v in self.behavior_values.items()}
+        for k, v in values.items():
+            if not isinstance(v, str) or not v.strip():
+                raise ConfigError(f"ingest.behavior_values[{k!r}] must be a behavior name; got {v!r}")
+        object.__setattr__(self, "behavior_values", values)
         if self.batch_rows < 1:
             raise ConfigError(f"ingest.batch_rows must be ≥ 1; got {self.batch_rows}")
         unknown = set(self.columns) - {"user", "item", "behavior", "timestamp"}
@@ -59,13 +74,19 @@ class IngestConfig:
             )
 
 
+#: Model-selection protocols (TrainConfig.protocol), each labelled on every results row.
+PROTOCOLS = ("paper", "honest", "fixed")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained and selected (the model's own hyperparameters live under ``models``)."""
 
     #: "paper": train on every non-test purchase and early-stop on the test split, as the reference
     #: code does (results are for comparison with published numbers only); "honest": train without
-    #: the validation purchases, early-stop on them, report test once.
+    #: the validation purchases, early-stop on them, report test once; "fixed": train on every
+    #: non-test purchase for exactly ``epochs`` epochs and evaluate the test split once at the end,
+    #: with no selection at all (the protocol of MuLe's taobao_mbcgcn table).
     protocol: str = "honest"
     epochs: int = 500
     batch_size: int = 256           # users per batch (whole-data models) or pairs (BPR models)
@@ -79,10 +100,13 @@ class TrainConfig:
     pad_percentile: float = 99.99   # positive lists longer than this percentile are truncated
     eval_batch_size: int = 1024
     drop_last: bool = True          # the reference drops the last partial batch of each epoch
+    #: Train on this part of the snapshot's cascade (same order, the target last), e.g. [cart, buy] to
+    #: measure what the views add without a second ingest; None: every behavior of the snapshot.
+    behaviors: list[str] | None = None
 
     def __post_init__(self) -> None:
-        if self.protocol not in ("paper", "honest"):
-            raise ConfigError(f"train.protocol must be paper or honest; got {self.protocol!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"train.protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}")
         if self.optimizer not in ("adam", "adagrad"):
             raise ConfigError(f"train.optimizer must be adam or adagrad; got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "eval_every", "patience", "eval_batch_size"):
@@ -114,6 +138,9 @@ class RankingConfig:
     seed: int = 42
     #: Give the ranking models the recall score (standardized within each list) as a feature.
     recall_score_feature: bool = True
+    #: Order of the behavior sequences: "time" (most recent first, where every training edge has a
+    #: timestamp; item order otherwise) or "item" (ascending item id, ignoring timestamps).
+    sequence_order: str = "time"
 
     def __post_init__(self) -> None:
         for name in ("candidates", "seq_len", "users_per_batch", "epochs", "patience"):
@@ -125,6 +152,8 @@ class RankingConfig:
             raise ConfigError(f"ranking.lr must be > 0; got {self.lr}")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"ranking.ks must be a list of positive cut-offs; got {self.ks}")
+        if self.sequence_order not in ("time", "item"):
+            raise ConfigError(f"ranking.sequence_order must be time or item; got {self.sequence_order!r}")
         if self.score_weights is not None and any(w < 0 for w in self.score_weights):
             raise ConfigError(f"ranking.score_weights must be >= 0; got {self.score_weights}")
 

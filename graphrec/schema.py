@@ -7,6 +7,7 @@ string go through :func:`cypher`, which accepts only the whitelisted names below
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from itertools import combinations
@@ -33,40 +34,81 @@ BEHAVIOR_ALIASES: dict[str, str] = {
     "order": "buy",
 }
 
+#: Recommendations written back by `graphrec recommend --write-back`.
+RECOMMENDED_TYPE = "RECOMMENDED"
+
 #: Values of the `split` property on target-behavior relationships.
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+#: The rule for a behavior name (and so for its relationship type, the name upper-cased): lowercase
+#: ASCII letters and digits in words joined by single underscores, starting with a letter, at most 32
+#: characters. Reserved: the word ``not`` (``a_not_b`` names a derived relation), the prefix ``rev_``
+#: (DGL's reverse edge types) and ``recommended`` (the write-back type).
+BEHAVIOR_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
+BEHAVIOR_NAME_MAX = 32
+BEHAVIOR_NAME_RULE = ("a behavior name is lowercase letters and digits in words joined by single underscores, "
+                      f"starting with a letter, at most {BEHAVIOR_NAME_MAX} characters, without the word 'not', "
+                      "the prefix 'rev_' or the name 'recommended' (e.g. view, add_to_wishlist, transaction)")
+
+
+class BehaviorNameError(ValueError):
+    """A behavior name that cannot become a relationship type (see :data:`BEHAVIOR_NAME_RULE`)."""
+
+
+def check_behavior(name: str) -> str:
+    """``name`` if it follows :data:`BEHAVIOR_NAME_RULE`; the one gate every behavior name passes
+    before it can reach Cypher as a relationship type."""
+    ok = (isinstance(name, str) and len(name) <= BEHAVIOR_NAME_MAX and BEHAVIOR_NAME_RE.match(name) is not None
+          and "not" not in name.split("_") and not name.startswith("rev_") and name != RECOMMENDED_TYPE.lower())
+    if not ok:
+        raise BehaviorNameError(
+            f"behavior name {name!r} is not allowed: {BEHAVIOR_NAME_RULE}; rename it in the behavior order, or map "
+            f"the log's value onto an allowed name with ingest.behavior_values (e.g. "
+            f"--set 'ingest.behavior_values={{{json.dumps(str(name)[:40])}: {suggest_behavior_name(str(name))}}}')")
+    return name
+
+
+def suggest_behavior_name(raw: str) -> str:
+    """An allowed name close to ``raw`` (for error messages): lowercased, runs of other characters as ``_``."""
+    words = [w for w in re.split(r"[^a-z0-9]+", raw.lower()) if w and w != "not"]
+    name = "_".join(words)[:BEHAVIOR_NAME_MAX].strip("_") or "behavior"
+    name = name.removeprefix("rev_")
+    return name if name[0].isalpha() else f"b_{name}"[:BEHAVIOR_NAME_MAX]
+
+
 def rel_type(behavior: str) -> str:
-    """Relationship type of a behavior, e.g. ``cart`` -> ``CART``."""
-    if behavior not in KNOWN_BEHAVIORS:
-        raise ValueError(
-            f"unknown behavior {behavior!r}; known behaviors: {', '.join(KNOWN_BEHAVIORS)}"
-        )
-    return behavior.upper()
+    """Relationship type of a behavior, e.g. ``cart`` -> ``CART``, ``add_to_wishlist`` -> ``ADD_TO_WISHLIST``."""
+    return check_behavior(behavior).upper()
 
 
 def derived_name(upstream: str, downstream: str) -> str:
     """Name of the unique relation M_up ⊙ (J − M_down), e.g. ``view_not_cart``."""
-    rel_type(upstream), rel_type(downstream)
+    check_behavior(upstream), check_behavior(downstream)
     return f"{upstream}_not_{downstream}"
 
 
-BEHAVIOR_TYPES: frozenset[str] = frozenset(rel_type(b) for b in KNOWN_BEHAVIORS)
-DERIVED_TYPES: frozenset[str] = frozenset(
-    derived_name(a, b).upper() for a in KNOWN_BEHAVIORS for b in KNOWN_BEHAVIORS if a != b
-)
-#: Recommendations written back by `graphrec recommend --write-back`.
-RECOMMENDED_TYPE = "RECOMMENDED"
-#: Every relationship type a graphrec query may name.
-REL_TYPES: frozenset[str] = BEHAVIOR_TYPES | DERIVED_TYPES | {RECOMMENDED_TYPE}
 LABELS: frozenset[str] = frozenset({USER_LABEL, ITEM_LABEL, DATASET_LABEL})
 
 
+def is_rel_type(name: str) -> bool:
+    """Whether ``name`` is a relationship type graphrec may put into a query: a behavior's type, a
+    derived ``A_NOT_B`` type of two behaviors, or the write-back type."""
+    if not isinstance(name, str) or name != name.upper():
+        return False
+    if name == RECOMMENDED_TYPE:
+        return True
+    parts = name.lower().split("_not_")
+    try:
+        return len(parts) in (1, 2) and all(check_behavior(p) for p in parts)
+    except BehaviorNameError:
+        return False
+
+
 def normalize_behavior(name: str) -> str | None:
-    """Map a raw behavior value to a known behavior name, or None if it is not one."""
+    """Map a raw behavior value to a known behavior name (aliases such as ``pv`` included), or None."""
     key = str(name).strip().lower()
     key = BEHAVIOR_ALIASES.get(key, key)
     return key if key in KNOWN_BEHAVIORS else None
@@ -98,24 +140,20 @@ class Behaviors:
         if len(self.order) < 1:
             raise ValueError("a dataset needs at least one behavior (the target)")
         for b in self.order:
-            rel_type(b)
+            check_behavior(b)
         if len(set(self.order)) != len(self.order):
             raise ValueError(f"behavior order {list(self.order)} repeats a behavior")
 
     @classmethod
     def parse(cls, text: str | list[str] | tuple[str, ...]) -> "Behaviors":
-        """From ``"view,cart,buy"`` or a list; aliases such as ``pv`` are accepted."""
+        """From ``"view,cart,buy"`` or a list, in the order given. Aliases of the known behaviors
+        (``pv`` = view, ``purchase`` = buy, ...) are mapped; any other name must follow
+        :data:`BEHAVIOR_NAME_RULE` (e.g. ``like,share,transaction``)."""
         raw = text.split(",") if isinstance(text, str) else list(text)
         order = []
         for r in raw:
-            b = normalize_behavior(r)
-            if b is None:
-                raise ValueError(
-                    f"unknown behavior {r.strip()!r} in the behavior order; "
-                    f"known behaviors: {', '.join(KNOWN_BEHAVIORS)} "
-                    f"(aliases: {', '.join(f'{k}={v}' for k, v in BEHAVIOR_ALIASES.items())})"
-                )
-            order.append(b)
+            name = str(r).strip().lower()
+            order.append(normalize_behavior(name) or check_behavior(name))
         return cls(tuple(order))
 
     @property
@@ -141,7 +179,7 @@ def cypher(template: str, **names: str) -> str:
     cannot take as parameters in patterns.
     """
     for key, value in names.items():
-        if value not in REL_TYPES and value not in LABELS:
+        if not is_rel_type(value) and value not in LABELS:
             raise ValueError(f"{key}={value!r} is not a graphrec label or relationship type")
 
     def sub(m: re.Match[str]) -> str:

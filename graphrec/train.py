@@ -30,11 +30,22 @@ from graphrec.evaluate import UserItems, evaluate_full
 from graphrec.models import GraphMeta, Recommender, build_model, get_model
 from graphrec.models.base import Batch
 from graphrec.progress import format_table
+from graphrec.schema import derived_name
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+
+
+#: What each protocol's test figures mean, printed beside every results table.
+PROTOCOL_NOTES = {
+    "paper": "paper protocol: early stopping used the test split, as the reference code does; these test figures "
+             "are for comparison with published numbers only",
+    "honest": "honest protocol: model selected on the validation split; test evaluated once",
+    "fixed": "fixed protocol: a fixed epoch budget on every non-test purchase, no model selection; test evaluated "
+             "once, after the last epoch",
+}
 
 
 class TrainError(RuntimeError):
@@ -59,16 +70,19 @@ class TrainData:
     meta: GraphMeta
     edges: dict[str, tuple[np.ndarray, np.ndarray]]  # training edges per relation
     positives: dict[str, UserItems]                  # relation -> item lists per user (truncated)
-    selection: str                                   # split used for early stopping
+    selection: str | None                            # split used for early stopping (None: fixed budget)
     eval_sets: dict[str, tuple[UserItems, UserItems]]  # split -> (held-out items, items excluded from ranking)
     protocol: str
 
     @classmethod
     def from_snapshot(cls, s: snap.Snapshot, protocol: str, relations: tuple[str, ...],
-                      pad_percentile: float = 99.99, device: torch.device | str = "cpu") -> "TrainData":
+                      pad_percentile: float = 99.99, device: torch.device | str = "cpu",
+                      behaviors: tuple[str, ...] | None = None) -> "TrainData":
         target = s.target
         codes = snap.SPLIT_CODES
-        train_codes = [codes["train"]] + ([codes["valid"]] if protocol == "paper" else [])
+        # paper and fixed train on every non-test purchase; honest holds the validation purchase out
+        every_purchase = protocol in ("paper", "fixed")
+        train_codes = [codes["train"]] + ([codes["valid"]] if every_purchase else [])
         edges = {}
         for name in relations:
             if name not in s.relations:
@@ -77,8 +91,8 @@ class TrainData:
             rel = s.relations[name]
             if rel.split is not None:
                 keep = np.isin(rel.split, train_codes)
-            elif rel.holdout is not None and protocol == "paper":
-                # Under `paper` the validation purchase is a training purchase, so the derived edge it
+            elif rel.holdout is not None and every_purchase:
+                # Under `paper` and `fixed` the validation purchase is a training purchase, so the derived edge it
                 # removes must not exist (the held-out *test* item stays, as in the reference code).
                 keep = rel.holdout != codes["valid"]
             else:
@@ -91,9 +105,10 @@ class TrainData:
         train_u, train_i = edges[s.behaviors.target]
         exclude_train = UserItems.from_pairs(train_u, train_i, s.n_users)
         test_u, test_i = target.select("test")
-        if protocol == "paper":
+        if every_purchase:
+            # `fixed` has no selection split: fit never evaluates before the last epoch
             eval_sets = {"test": (UserItems.from_pairs(test_u, test_i, s.n_users), exclude_train)}
-            selection = "test"
+            selection = "test" if protocol == "paper" else None
         else:
             valid_u, valid_i = target.select("valid")
             known = (np.concatenate([train_u, valid_u]), np.concatenate([train_i, valid_i]))
@@ -104,8 +119,7 @@ class TrainData:
             if len(valid_u) == 0:
                 raise TrainError("the honest protocol needs validation purchases but the snapshot has none; ingest "
                                  "with ingest.split.valid=true, or train with --set train.protocol=paper")
-        meta = GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
-        return cls(meta, edges, positives, selection, eval_sets, protocol)
+        return cls(_meta(s, behaviors), edges, positives, selection, eval_sets, protocol)
 
     def graphs(self, names: tuple[str, ...], device: torch.device | str) -> dict[str, SparseAdj]:
         return {n: normalized_bipartite(*self.edges[n], self.meta.n_users, self.meta.n_items, device=device)
@@ -251,7 +265,9 @@ def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot
     tc = TrainConfig(**{k: v for k, v in info.train.items()})
     params = params_from_dict(info.model, info.params)
     cls = get_model(info.model).cls
-    data = TrainData.from_snapshot(s, tc.protocol, cls.label_relations(_meta(s)), tc.pad_percentile, device)
+    order = train_behaviors(s, tc)
+    data = TrainData.from_snapshot(s, tc.protocol, cls.label_relations(_meta(s, order)), tc.pad_percentile, device,
+                                   order)
     model = build_model(info.model, params, data.meta).to(device)
     state = torch.load(Path(run_dir) / weights, map_location=device, weights_only=True)
     model.load_state_dict(state["model"] if "model" in state else state)
@@ -259,8 +275,26 @@ def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot
     return info, model, data, data.graphs(cls.relations(data.meta), device)
 
 
-def _meta(s: snap.Snapshot) -> GraphMeta:
-    return GraphMeta(s.n_users, s.n_items, s.behaviors.order, tuple(s.relations))
+def _meta(s: snap.Snapshot, behaviors: tuple[str, ...] | None = None) -> GraphMeta:
+    """The snapshot as models see it, restricted to ``behaviors`` (a sub-cascade) when given: its
+    relations are then the base and derived relations among those behaviors only."""
+    order = tuple(behaviors) if behaviors is not None else s.behaviors.order
+    keep = set(order) | {derived_name(a, b) for a in order for b in order if a != b}
+    return GraphMeta(s.n_users, s.n_items, order, tuple(r for r in s.relations if r in keep))
+
+
+def train_behaviors(s: snap.Snapshot, tc: TrainConfig) -> tuple[str, ...]:
+    """The cascade a run trains on: ``train.behaviors`` checked against the snapshot, or all of it."""
+    if tc.behaviors is None:
+        return s.behaviors.order
+    order = tuple(tc.behaviors)
+    full = s.behaviors.order
+    if (not order or order[-1] != full[-1] or any(b not in full for b in order)
+            or list(order) != [b for b in full if b in order]):
+        raise TrainError(f"train.behaviors {list(order)} must be part of the snapshot's cascade {' → '.join(full)} "
+                         f"in the same order and end with the target {full[-1]!r}; e.g. --set "
+                         f"train.behaviors=[{','.join(full[-2:])}], or remove the key to train on every behavior")
+    return order
 
 
 # ----------------------------------------------------------------------------------------------- fit
@@ -314,7 +348,9 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
     np.random.seed(tc.seed)
     s = snap.read(snapshot_path)
     entry = get_model(model_name)
-    data = TrainData.from_snapshot(s, tc.protocol, entry.cls.label_relations(_meta(s)), tc.pad_percentile, dev)
+    order = train_behaviors(s, tc)
+    data = TrainData.from_snapshot(s, tc.protocol, entry.cls.label_relations(_meta(s, order)), tc.pad_percentile, dev,
+                                   order)
     graphs = data.graphs(entry.cls.relations(data.meta), dev)
     model = build_model(model_name, params, data.meta).to(dev)
     opt = (torch.optim.Adam(model.parameters(), lr=tc.lr) if tc.optimizer == "adam"
@@ -350,9 +386,10 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
                              "choose another --run")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_FILE).write_text(info.to_json())
+    how = (f"early stop on {data.selection} by {tc.metric}" if data.selection else
+           f"{tc.epochs} epochs, test evaluated once at the end")
     _say(log, f"{model_name} on {s.dataset} ({data.meta.n_users:,} users, {data.meta.n_items:,} items, behaviors "
-              f"{' → '.join(data.meta.behaviors)}) | device {dev} | protocol {tc.protocol}: early stop on "
-              f"{data.selection} by {tc.metric} | run {run_dir}")
+              f"{' → '.join(data.meta.behaviors)}) | device {dev} | protocol {tc.protocol}: {how} | run {run_dir}")
     metrics_f = open(run_dir / METRICS_FILE, "a")
     stopped_early = False
     try:
@@ -366,7 +403,9 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
             epoch_s = time.perf_counter() - t0
             row = {"epoch": epoch + 1, "loss": mean_loss, "epoch_seconds": round(epoch_s, 3), **mean_parts}
             line = f"epoch {epoch + 1:4d}  loss {row['loss']:.4f}  {epoch_s:6.1f} s"
-            if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
+            last = epoch + 1 == tc.epochs
+            checkpoint = (epoch + 1) % tc.eval_every == 0 or last
+            if data.selection is not None and checkpoint:
                 t1 = time.perf_counter()
                 m = evaluate_split(model, graphs, data, data.selection, tc.ks, tc.eval_batch_size, dev)
                 row.update({"split": data.selection, **m, "eval_seconds": round(time.perf_counter() - t1, 3)})
@@ -382,7 +421,9 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()
             _say(log, line)
-            if "split" in row:
+            if data.selection is None and last:
+                torch.save({"model": model.state_dict()}, run_dir / BEST)  # fixed: the final weights
+            if checkpoint:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                             "torch_rng": torch.get_rng_state(), "state": json.dumps(state)}, run_dir / CHECKPOINT)
             if on_epoch is not None:
@@ -435,8 +476,10 @@ def finish(run_dir: str | Path, *, log: TextIO | None = sys.stderr, device: str 
     evals = [r for r in rows if "split" in r]
     best = max(evals, key=lambda r: (r[tc.metric], r["epoch"])) if evals else None
     epoch_times = [r["epoch_seconds"] for r in rows]
+    # under `fixed` the weights are those of the last epoch, reported as its "best" epoch
+    best_epoch = best["epoch"] if best else (len(rows) if data.selection is None and rows else None)
     summary = {"model": info.model, "dataset": info.dataset, "protocol": tc.protocol, "selection": data.selection,
-               "best_epoch": best["epoch"] if best else None, "epochs_run": len(rows),
+               "best_epoch": best_epoch, "epochs_run": len(rows),
                "median_epoch_seconds": float(np.median(epoch_times)) if epoch_times else None,
                "results": results, "device": device}
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -444,9 +487,7 @@ def finish(run_dir: str | Path, *, log: TextIO | None = sys.stderr, device: str 
     table = format_table(["split", *metric_names, "users"],
                          [[split, *[f"{r[k]:.4f}" for k in metric_names], r.get("users", "")]
                           for split, r in results.items()])
-    note = ("paper protocol: early stopping used the test split, as the reference code does; these test figures "
-            "are for comparison with published numbers only" if tc.protocol == "paper" else
-            "honest protocol: model selected on the validation split; test evaluated once")
+    note = PROTOCOL_NOTES[tc.protocol]
     text = (f"# {info.model} on {info.dataset}\n\nbest epoch {summary['best_epoch']} of {summary['epochs_run']}; "
             f"median epoch {summary['median_epoch_seconds']:.2f} s on {info.device}\n\n{table}\n\n{note}\n")
     (run_dir / "results.md").write_text(text)

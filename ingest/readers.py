@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from graphrec.schema import KNOWN_BEHAVIORS, Behaviors, normalize_behavior
+from graphrec.schema import KNOWN_BEHAVIORS, Behaviors, normalize_behavior, suggest_behavior_name
 
 #: Per-user text format of the GHCF / HPMR data sets (Beibei, Taobao, Tmall): one line per user,
 #: ``user item item ...``. Behavior → file name(s) in the folder; the target's train/test files.
@@ -87,16 +87,28 @@ def read_source(
     behaviors: list[str] | None = None,
     columns: dict[str, str] | None = None,
     skip_bad_rows: bool = False,
+    *,
+    behavior_values: dict[str, str] | None = None,
+    time_format: str | None = None,
+    test_file: str | Path | None = None,
 ) -> Interactions:
+    """Read a source into one normalized frame. ``behavior_values`` maps raw behavior values (e.g.
+    the codes ``1``..``4``) onto behavior names; ``time_format`` is a strftime format for the
+    timestamp column (default: Unix seconds or any common date/time); ``test_file`` holds held-out
+    target-behavior rows (user, item[, timestamp]) of a long-format log."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, None, str(path), "source does not exist",
                          "check the path; for the bundled data use e.g. ../shared/data/beibei")
     fmt = (fmt or detect_format(path)).lower()
     if fmt in PER_USER_FORMATS:
+        if test_file is not None:
+            raise InputError(Path(test_file), None, str(test_file), "a separate test file is for long-format logs",
+                             f"a per-user folder keeps its test purchases in {PER_USER_TARGET_TEST}; drop --test")
         return read_per_user(path, behaviors, skip_bad_rows)
     if fmt in LONG_FORMATS:
-        return read_long(path, fmt, behaviors, columns or {}, skip_bad_rows)
+        return read_long(path, fmt, behaviors, columns or {}, skip_bad_rows, behavior_values=behavior_values or {},
+                         time_format=time_format, test_file=Path(test_file) if test_file is not None else None)
     raise InputError(path, None, fmt, "unknown format", f"use one of {', '.join(FORMATS)}")
 
 
@@ -193,11 +205,10 @@ def _parse_per_user_file(f: Path, skip_bad_rows: bool) -> tuple[list[str], list[
 # Long-format logs: one row per interaction, columns user, item, behavior[, timestamp]
 
 
-def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[str, str],
-              skip_bad_rows: bool) -> Interactions:
+def _read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, int, str]:
+    """The raw table as strings, the number of its first data line and the word for a line."""
     if not path.is_file():
         raise InputError(path, None, str(path), f"a {fmt} source must be a file", "point --source at the log file")
-    names = {k: columns.get(k, k) for k in ("user", "item", "behavior", "timestamp")}
     if fmt == "csv":
         sep = "\t" if ".tsv" in "".join(path.suffixes).lower() else ","
         try:
@@ -209,15 +220,38 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
             line = _parser_error_line(str(exc))
             raise InputError(path, line, str(exc).strip().splitlines()[-1], "malformed CSV row",
                              "every row needs the same number of fields as the header, " + SKIP_HINT) from None
-        first_line, unit = 2, "line"
+        return raw, 2, "line"
+    try:
+        raw = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for unreadable files
+        raise InputError(path, None, type(exc).__name__, f"not a readable Parquet file ({exc})",
+                         "write the log with pandas.DataFrame.to_parquet or pass --format csv") from None
+    return raw.astype({c: "string" for c in raw.columns}).fillna(""), 1, "row"
+
+
+def _behavior_order(path: Path, beh_raw: pd.Series, behaviors: list[str] | None,
+                    behavior_values: dict[str, str]) -> tuple[Behaviors, dict[str, str | None]]:
+    """The cascade and the map raw value -> behavior name (None: not in the cascade)."""
+    named = {v: behavior_values.get(v, v) for v in beh_raw.unique()}
+    if behaviors is not None:
+        order = Behaviors.parse(behaviors)
     else:
-        try:
-            raw = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types for unreadable files
-            raise InputError(path, None, type(exc).__name__, f"not a readable Parquet file ({exc})",
-                             "write the log with pandas.DataFrame.to_parquet or pass --format csv") from None
-        raw = raw.astype({c: "string" for c in raw.columns}).fillna("")
-        first_line, unit = 1, "row"
+        # without an order only the known behaviors are placed; other values are bad rows
+        present = {normalize_behavior(n) for n in named.values()}
+        order = Behaviors(tuple(b for b in KNOWN_BEHAVIORS if b in present) or ("buy",))
+    mapping = {}
+    for raw_value, name in named.items():
+        key = str(name).strip().lower()
+        b = normalize_behavior(key) or key
+        mapping[raw_value] = b if b in order.order else None
+    return order, mapping
+
+
+def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[str, str],
+              skip_bad_rows: bool, *, behavior_values: dict[str, str] | None = None, time_format: str | None = None,
+              test_file: Path | None = None) -> Interactions:
+    names = {k: columns.get(k, k) for k in ("user", "item", "behavior", "timestamp")}
+    raw, first_line, unit = _read_table(path, fmt)
     missing = [k for k in ("user", "item", "behavior") if names[k] not in raw.columns]
     if missing:
         raise InputError(path, 1 if fmt == "csv" else None, list(map(str, raw.columns)),
@@ -226,19 +260,57 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
                          "yours with --set ingest.columns.user=YOUR_NAME (likewise item, behavior, timestamp)")
     if len(raw) == 0:
         raise InputError(path, None, path.name, "file has a header but no rows", "add interaction rows")
+    beh_raw = raw[names["behavior"]].astype(str).str.strip()
+    order, mapping = _behavior_order(path, beh_raw, behaviors, behavior_values or {})
+    frame, rejected, has_ts = _long_rows(path, raw, names, beh_raw.map(mapping), beh_raw, order, first_line, unit,
+                                         skip_bad_rows, time_format)
+    files, raw_rows = [path], len(raw)
+    if test_file is not None:
+        test, test_rejected, test_ts = _read_test_file(test_file, fmt, names, order, skip_bad_rows, time_format)
+        frame = pd.concat([frame, test], ignore_index=True)
+        rejected = pd.concat([rejected, test_rejected], ignore_index=True)
+        files.append(test_file)
+        raw_rows += len(test)
+        has_ts = has_ts or test_ts
+    if len(frame) == 0:
+        raise InputError(path, None, path.name, "no valid rows remain after setting bad rows aside",
+                         "see the rejected-rows file for why each row was refused")
+    return Interactions(_dedupe(frame), order, files, has_test_file=test_file is not None, has_timestamps=has_ts,
+                        rejected=rejected.reset_index(drop=True), raw_rows=raw_rows)
+
+
+def _read_test_file(path: Path, fmt: str, names: dict[str, str], order: Behaviors, skip_bad_rows: bool,
+                    time_format: str | None) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """Held-out target rows: columns user, item[, timestamp] (the log's column names); a behavior
+    column, if present, must name the target."""
+    if not Path(path).exists():
+        raise InputError(path, None, str(path), "test file does not exist",
+                         "check the path given with --test (or ingest.test_file)")
+    raw, first_line, unit = _read_table(Path(path), fmt if fmt in LONG_FORMATS else "csv")
+    missing = [k for k in ("user", "item") if names[k] not in raw.columns]
+    if missing:
+        raise InputError(path, 1, list(map(str, raw.columns)), f"missing column(s) "
+                         f"{', '.join(repr(names[m]) for m in missing)} in the test file",
+                         "the test file needs the log's user and item columns (a timestamp column is optional)")
+    if len(raw) == 0:
+        raise InputError(path, None, Path(path).name, "test file has a header but no rows",
+                         "add one held-out purchase per line, or drop --test")
+    target = order.target
+    beh_raw = pd.Series(target, index=raw.index, dtype=object)
+    frame, rejected, has_ts = _long_rows(Path(path), raw, names, beh_raw, beh_raw, order, first_line, unit,
+                                         skip_bad_rows, time_format)
+    frame["split"] = "test"
+    return frame, rejected, has_ts
+
+
+def _long_rows(path: Path, raw: pd.DataFrame, names: dict[str, str], behavior: pd.Series, beh_raw: pd.Series,
+               order: Behaviors, first_line: int, unit: str, skip_bad_rows: bool, time_format: str | None
+               ) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """Validated rows (user, item, behavior, split[, ts]), the rejected ones, whether there are timestamps."""
     n = len(raw)
     line_no = np.arange(first_line, first_line + n)
     user = raw[names["user"]].astype(str).str.strip()
     item = raw[names["item"]].astype(str).str.strip()
-    beh_raw = raw[names["behavior"]].astype(str).str.strip()
-    if behaviors is not None:
-        order = Behaviors.parse(behaviors)
-    else:
-        present = {normalize_behavior(v) for v in beh_raw.unique()} - {None}
-        order = Behaviors(tuple(b for b in KNOWN_BEHAVIORS if b in present) or ("buy",))
-    mapping = {v: normalize_behavior(v) for v in beh_raw.unique()}
-    mapping = {k: (v if v in order.order else None) for k, v in mapping.items()}
-    behavior = beh_raw.map(mapping)
 
     reasons = pd.Series(None, index=raw.index, dtype=object)
     values = pd.Series(None, index=raw.index, dtype=object)
@@ -256,8 +328,10 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
     ts = None
     has_ts = names["timestamp"] in raw.columns
     if has_ts:
-        ts, bad_ts = _parse_timestamps(raw[names["timestamp"]].astype(str).str.strip())
-        flag(bad_ts, raw[names["timestamp"]].astype(str), "timestamp is neither a number nor a date/time")
+        ts, bad_ts = _parse_timestamps(raw[names["timestamp"]].astype(str).str.strip(), time_format)
+        flag(bad_ts, raw[names["timestamp"]].astype(str),
+             f"timestamp does not match the format {time_format!r}" if time_format else
+             "timestamp is neither a number nor a date/time")
 
     bad = reasons.notna()
     rejected = pd.DataFrame({"file": str(path), "line": line_no[bad.to_numpy()], "value": values[bad].astype(str),
@@ -270,10 +344,14 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
             "empty item id": "every row needs an item id",
         }.get(reason, "")
         if reason.startswith("unknown behavior"):
-            fix = (f"use one of {', '.join(order.order)} (aliases such as pv=view are accepted), or add the behavior "
-                   "to the order with --behaviors view,cart,buy")
+            name = suggest_behavior_name(str(values.iloc[first]))
+            fix = (f"use one of {', '.join(order.order)} (aliases such as pv=view are accepted); to keep it as a "
+                   f"behavior of its own, give the whole cascade in order, e.g. --behaviors "
+                   f"{','.join((*order.order[:-1], name, order.target))}; or map raw values (e.g. codes) onto "
+                   "names with --set 'ingest.behavior_values={1: view, 2: cart, 3: buy}'")
         elif reason.startswith("timestamp"):
-            fix = "use Unix seconds or an ISO date/time such as 2024-05-01T12:00:00"
+            fix = ("use Unix seconds or a date/time such as 2024-05-01T12:00:00 or 2014-12-06 02 (hour), or give "
+                   "the log's format with --set 'ingest.time_format=%d/%m/%Y %H:%M'")
         elif "longer than" in reason:
             fix = f"shorten ids to at most {MAX_ID_LEN} characters"
         raise InputError(path, int(line_no[first]), values.iloc[first], f"{unit} {int(line_no[first])}: {reason}",
@@ -283,11 +361,7 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
                           "behavior": behavior[keep].to_numpy(), "split": None})
     if has_ts:
         frame["ts"] = ts[keep.to_numpy()]
-    if len(frame) == 0:
-        raise InputError(path, None, path.name, "no valid rows remain after setting bad rows aside",
-                         "see the rejected-rows file for why each row was refused")
-    return Interactions(_dedupe(frame), order, [path], has_test_file=False, has_timestamps=has_ts,
-                        rejected=rejected.reset_index(drop=True), raw_rows=n)
+    return frame, rejected, has_ts
 
 
 def _parser_error_line(msg: str) -> int | None:
@@ -295,9 +369,14 @@ def _parser_error_line(msg: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _parse_timestamps(s: pd.Series) -> tuple[pd.arrays.IntegerArray, pd.Series]:
-    """Unix seconds (int/float strings) or date/time strings → Int64 seconds; empty → missing."""
+def _parse_timestamps(s: pd.Series, time_format: str | None = None) -> tuple[pd.arrays.IntegerArray, pd.Series]:
+    """Unix seconds (int/float strings) or date/time strings → Int64 seconds (UTC); empty → missing.
+    With ``time_format`` (strftime codes, e.g. ``%Y-%m-%d %H``) every value must match it exactly."""
     empty = s == ""
+    if time_format is not None:
+        parsed = pd.to_datetime(s.where(~empty), errors="coerce", utc=True, format=time_format, exact=True)
+        out = ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).astype("Int64")
+        return out.array, out.isna() & ~empty
     num = pd.to_numeric(s.where(~empty), errors="coerce")
     out = num.round().astype("Int64")
     need = num.isna() & ~empty

@@ -38,11 +38,17 @@ def assign_splits(target: pd.DataFrame, cfg: SplitConfig, has_test_file: bool) -
     else:
         _hold_out_one(df, split, "test", method, np.random.default_rng([cfg.seed, 0]))
     if cfg.valid:
-        _hold_out_one(df, split, "valid", "last" if method == "last" else "random",
+        # with timestamps the validation purchase is the latest remaining one (a test file included)
+        _hold_out_one(df, split, "valid", "last" if method == "last" or _all_timed(df, split) else "random",
                       np.random.default_rng([cfg.seed, 1]))
     out = np.empty(len(df), dtype=object)
     out[order] = split
     return out, method
+
+
+def _all_timed(df: pd.DataFrame, split: np.ndarray) -> bool:
+    """Whether every training edge has a timestamp (held-out test rows may lack one)."""
+    return "ts" in df and bool(df["ts"][split == "train"].notna().all()) and bool((split == "train").any())
 
 
 def _hold_out_one(df: pd.DataFrame, split: np.ndarray, label: str, method: str, rng: np.random.Generator) -> None:

@@ -1,7 +1,7 @@
 import pytest
 
 from graphrec.config import ConfigError, load_config, parse_override
-from graphrec.schema import Behaviors, cypher, derived_name
+from graphrec.schema import BehaviorNameError, Behaviors, check_behavior, cypher, derived_name, rel_type
 
 
 def test_derived_relations_are_every_ordered_pair_of_the_cascade():
@@ -12,9 +12,31 @@ def test_derived_relations_are_every_ordered_pair_of_the_cascade():
     assert derived_name("cart", "buy") == "cart_not_buy"
 
 
-def test_unknown_and_repeated_behaviors_are_rejected():
-    with pytest.raises(ValueError, match="unknown behavior 'wishlist'"):
-        Behaviors.parse("wishlist,buy")
+def test_named_behaviors_keep_the_given_order_and_become_safe_types():
+    b = Behaviors.parse("like, Share,add_to_wishlist,transaction")
+    assert b.order == ("like", "share", "add_to_wishlist", "transaction") and b.target == "transaction"
+    assert [r.rel_type for r in b.derived][:3] == ["LIKE_NOT_SHARE", "LIKE_NOT_ADD_TO_WISHLIST", "LIKE_NOT_TRANSACTION"]
+    assert rel_type("add_to_wishlist") == "ADD_TO_WISHLIST"
+    assert cypher("MATCH ()-[:${REL}]->()", REL="ADD_TO_WISHLIST_NOT_TRANSACTION").endswith(
+        "[:ADD_TO_WISHLIST_NOT_TRANSACTION]->()")
+
+
+@pytest.mark.parametrize("bad", ["add-to-cart", "Add To Cart", "2buy", "cart__x", "not_bought", "buy_not",
+                                 "rev_view", "recommended", "x" * 33, "view`]->() DELETE n //", ""])
+def test_bad_behavior_names_are_refused_with_the_rule(bad):
+    with pytest.raises(BehaviorNameError, match="lowercase letters and digits in words joined by single underscores"):
+        Behaviors.parse([bad, "buy"])
+    if bad != "recommended":  # RECOMMENDED is the write-back type, not a behavior
+        with pytest.raises(ValueError, match="not a graphrec label or relationship type"):
+            cypher("MATCH ()-[:${REL}]->()", REL=bad.upper())
+
+
+def test_the_bad_name_error_says_how_to_map_it():
+    with pytest.raises(BehaviorNameError, match=r"ingest.behavior_values=\{\"add-to-cart\": add_to_cart\}"):
+        check_behavior("add-to-cart")
+
+
+def test_repeated_behaviors_are_rejected():
     with pytest.raises(ValueError, match="repeats"):
         Behaviors.parse("cart,cart,buy")
 

@@ -38,6 +38,10 @@ def test_protocols_decide_what_is_trained_on():
     assert pairs(honest, "buy") == [(0, 0), (1, 2), (2, 3)]
     assert pairs(honest, "cart_not_buy") == [(0, 1), (1, 0), (2, 0)]
     assert honest.selection == "valid"
+    # fixed: the training data of paper (every non-test purchase), no selection split at all
+    fixed = TrainData.from_snapshot(s, "fixed", ("cart", "buy", "cart_not_buy"))
+    assert all(pairs(fixed, r) == pairs(paper, r) for r in ("cart", "buy", "cart_not_buy"))
+    assert fixed.selection is None and set(fixed.eval_sets) == {"test"}
     test, exclude = honest.eval_sets["test"]
     assert test.indices.tolist() == [1] and sorted(exclude.indices[exclude.indptr[1]:exclude.indptr[2]].tolist()) == [0, 2]
     # positive lists per user, as (row in batch, item) pairs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Mapping
 
@@ -111,12 +112,44 @@ def drop_edges(graphs: Graphs, keep: float, training: bool, generator: torch.Gen
     return {k: g.dropout(keep, generator) for k, g in graphs.items()}
 
 
-def check_per_behavior(meta: GraphMeta, **values: tuple[float, ...]) -> None:
-    """Each named parameter (e.g. coefficient, neg_weight) has one value per behavior."""
-    bad = {name: len(v) for name, v in values.items() if len(v) != len(meta.behaviors)}
-    if bad:
-        raise ValueError(f"{' and '.join(values)} need one value per behavior ({', '.join(meta.behaviors)}); got "
-                         + ", ".join(f"{n} {name}" for name, n in bad.items()))
+#: c0 of every behavior when ``neg_weight`` is not set: the reference's Beibei value (MODELS.md §1.10).
+DEFAULT_NEG_WEIGHT = 0.1
+
+
+def default_coefficient(n: int) -> tuple[float, ...]:
+    """λ when a model's ``coefficient`` is not set, for a cascade of ``n`` behaviors: 1/6 on the
+    target and 5/6 shared equally by the upstream behaviors. It keeps the reference's 5 : 1
+    upstream-to-target ratio (HPMR's and GHCF's cart → buy [5/6, 1/6]) and, unlike the reference's
+    three-behavior [0, 5/6, 1/6], trains every behavior, so a log with views never ignores them."""
+    if n == 1:
+        return (1.0,)
+    return (5 / 6 / (n - 1),) * (n - 1) + (1 / 6,)
+
+
+def check_per_behavior(meta: GraphMeta, model: str, **values: tuple[float, ...] | None) -> None:
+    """Each named parameter (e.g. coefficient, neg_weight) that is set has one value per behavior;
+    the error names the config key, the expected length and the ``--set`` line that fixes it."""
+    n = len(meta.behaviors)
+    for name, v in values.items():
+        if v is None or len(v) == n:
+            continue
+        example = default_coefficient(n) if name == "coefficient" else (DEFAULT_NEG_WEIGHT,) * n
+        raise ValueError(
+            f"models.{model}.{name} has {len(v)} value(s) {list(v)} but the cascade {' → '.join(meta.behaviors)} "
+            f"needs {n}, one value per behavior in that order; fix: --set models.{model}.{name}="
+            f"[{','.join(f'{x:.4g}' for x in example)}] (or your own {n} values), or leave {name} unset in the "
+            "config for the model's default")
+
+
+def resolve_per_behavior(params, meta: GraphMeta, model: str):
+    """``params`` with ``coefficient`` and ``neg_weight`` checked against the cascade and filled
+    with the documented defaults where they are None."""
+    check_per_behavior(meta, model, coefficient=params.coefficient, neg_weight=params.neg_weight)
+    n = len(meta.behaviors)
+    return dataclasses.replace(
+        params,
+        coefficient=tuple(params.coefficient) if params.coefficient is not None else default_coefficient(n),
+        neg_weight=tuple(params.neg_weight) if params.neg_weight is not None else (DEFAULT_NEG_WEIGHT,) * n)
 
 
 def weighted_whole_data_loss(meta: GraphMeta, users: Tensor, items: Tensor, vectors: Tensor, batch: Batch,

@@ -27,14 +27,14 @@ from torch import Tensor, nn
 
 from graphrec.losses import l2
 from graphrec.models.base import (Batch, GraphFreeRecommender, GraphMeta, Graphs, ScoreFn, bilinear_scorer,
-                                  check_per_behavior, dropout, weighted_whole_data_loss)
+                                  resolve_per_behavior, dropout, weighted_whole_data_loss)
 
 
 @dataclass(frozen=True)
 class EHCFParams:
     dim: int = 64
-    coefficient: tuple[float, ...] = (0.8, 0.15)   # λ per behavior, cascade order
-    neg_weight: tuple[float, ...] = (0.1, 0.1)     # c0 per behavior
+    coefficient: tuple[float, ...] | None = None      # λ per behavior, cascade order; None: default_coefficient
+    neg_weight: tuple[float, ...] | None = None       # c0 per behavior; None: 0.1 each
     weight_decay: float = 1e-4                     # on the transfer matrices W_ij only
     user_dropout: float = 0.5                      # drop rate of the batch's user embeddings (training)
     init_std: float = 0.01                         # truncated normal (±2 std) for the tables
@@ -50,12 +50,12 @@ def _uniform(*shape: int, bound: float) -> nn.Parameter:
 
 class EHCF(GraphFreeRecommender):
     batching = "users"
+    config_key = "ehcf"  # the models.<key> section its params come from
 
     def __init__(self, params: EHCFParams, meta: GraphMeta):
         super().__init__()
-        check_per_behavior(meta, coefficient=params.coefficient, neg_weight=params.neg_weight)
         k = len(meta.behaviors)
-        self.params, self.meta = params, meta
+        self.params, self.meta = resolve_per_behavior(params, meta, self.config_key), meta
         d, std = params.dim, params.init_std
         self.user = nn.Parameter(nn.init.trunc_normal_(torch.empty(meta.n_users, d), std=std, a=-2 * std, b=2 * std))
         self.item = nn.Parameter(nn.init.trunc_normal_(torch.empty(meta.n_items, d), std=std, a=-2 * std, b=2 * std))

@@ -15,15 +15,15 @@ from torch import Tensor, nn
 
 from graphrec.losses import l2
 from graphrec.models.base import (Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer,
-                                  check_per_behavior, drop_edges, dropout, weighted_whole_data_loss, xavier)
+                                  resolve_per_behavior, drop_edges, dropout, weighted_whole_data_loss, xavier)
 
 
 @dataclass(frozen=True)
 class GHCFParams:
     dim: int = 64
     layers: int = 4
-    coefficient: tuple[float, ...] = (5 / 6, 1 / 6)  # λ per behavior, cascade order
-    neg_weight: tuple[float, ...] = (0.1, 0.1)       # c0 per behavior
+    coefficient: tuple[float, ...] | None = None      # λ per behavior, cascade order; None: default_coefficient
+    neg_weight: tuple[float, ...] | None = None       # c0 per behavior; None: 0.1 each
     decay: float = 10.0
     mess_dropout: float = 0.2
     node_dropout: float = 0.1
@@ -35,12 +35,12 @@ class GHCFParams:
 
 class GHCF(Recommender):
     batching = "users"
+    config_key = "ghcf"  # the models.<key> section its params come from
 
     def __init__(self, params: GHCFParams, meta: GraphMeta):
         super().__init__()
-        check_per_behavior(meta, coefficient=params.coefficient, neg_weight=params.neg_weight)
         k = len(meta.behaviors)
-        self.params, self.meta = params, meta
+        self.params, self.meta = resolve_per_behavior(params, meta, self.config_key), meta
         d = params.dim
         self.user = xavier(meta.n_users, d)
         self.item = xavier(meta.n_items, d)

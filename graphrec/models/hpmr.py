@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from graphrec.adjacency import spmm
 from graphrec.losses import l2, whole_data_loss
 from graphrec.models.base import (Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer,
-                                  check_per_behavior, drop_edges, dropout, xavier)
+                                  resolve_per_behavior, drop_edges, dropout, xavier)
 from graphrec.schema import derived_name
 
 Encoder = Literal["gccf", "lightgcn", "gcn", "ghcf", "ngcf"]
@@ -37,8 +37,8 @@ class HPMRParams:
     layers: int = 3                 # gnn_layer
     transfer_layers: int = 1        # transfer_gnn_layer
     alpha: tuple[float, float, float] = (0.0, 1.0, 3.0)  # weights of (main, transfer, unique) losses
-    coefficient: tuple[float, ...] = (5 / 6, 1 / 6)       # λ per behavior, cascade order
-    neg_weight: tuple[float, ...] = (0.1, 0.1)            # c0 per behavior (`wid`)
+    coefficient: tuple[float, ...] | None = None      # λ per behavior, cascade order; None: default_coefficient
+    neg_weight: tuple[float, ...] | None = None       # c0 per behavior (`wid`); None: 0.1 each
     unique_neg_weight: float = 0.1                        # c0 of the unique (i_not_j) losses
     decay: float = 10.0
     re_mult: float = 2.0
@@ -72,6 +72,7 @@ class HPMRParams:
 
 class HPMR(Recommender):
     batching = "users"
+    config_key = "hpmr"  # the models.<key> section its params come from
 
     @classmethod
     def label_relations(cls, meta: GraphMeta) -> tuple[str, ...]:
@@ -81,9 +82,8 @@ class HPMR(Recommender):
 
     def __init__(self, params: HPMRParams, meta: GraphMeta):
         super().__init__()
-        check_per_behavior(meta, coefficient=params.coefficient, neg_weight=params.neg_weight)
         k = len(meta.behaviors)
-        self.params, self.meta = params, meta
+        self.params, self.meta = resolve_per_behavior(params, meta, self.config_key), meta
         d, n_layers = params.dim, max(params.layers, params.transfer_layers)
         self.user = xavier(meta.n_users, d)
         self.item = xavier(meta.n_items, d)
@@ -143,7 +143,10 @@ class HPMR(Recommender):
     def _project(self, o: Tensor, t: Tensor) -> Tensor:
         return ((o * t).sum(-1, keepdim=True) / (t.square().sum(-1, keepdim=True) + 1e-12)) * t
 
-    def forward(self, graphs: Graphs) -> dict:
+    def forward(self, graphs: Graphs, users_needed: frozenset[str] | None = None) -> dict:
+        """Every behavior's embeddings, projections and final users. ``users_needed`` names the
+        behaviors whose final users u_k will be read (None: all); transfers that land only on
+        other behaviors are skipped, which changes no value that is read."""
         p, meta = self.params, self.meta
         ego = torch.cat([self.user, self.item])
         e, rbar = {}, {}
@@ -153,16 +156,16 @@ class HPMR(Recommender):
         # zero gradient and adds it up, a split's backward is one concatenation.
         sizes = [meta.n_users, meta.n_items]
         parts = {b: e[b].split(sizes) for b in meta.behaviors}
-        users_of = {b: [parts[b][0]] for b in meta.behaviors}
+        users_of = {b: [parts[b][0]] for b in meta.behaviors if users_needed is None or b in users_needed}
         unique = {}
         # without SIT, URR and URS (w/o PTN, LightGCN_M) nothing reads the projections
         for i, j in meta.pairs() if (p.use_sit or p.use_urr or p.use_urs) else ():
             proj = self._project(e[i], e[j])
             clear, noise = p.projection_scale * proj, p.projection_scale * (e[i] - proj)
             unique[(i, j)] = noise.split(sizes)
-            if p.use_sit:
+            if p.use_sit and j in users_of:
                 users_of[j].append(self._transfer_users(graphs[j], clear, rbar[j]))
-            if p.use_urr:
+            if p.use_urr and i in users_of:
                 back = p.re_mult * p.projection_scale * self._project(noise, e[i])
                 users_of[i].append(self._transfer_users(graphs[i], back, rbar[i]))
         u_final = {b: torch.stack(v).mean(0) for b, v in users_of.items()}
@@ -180,12 +183,17 @@ class HPMR(Recommender):
 
     def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
         p, meta = self.params, self.meta
-        out = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training))
+        # A behavior with λ_k = 0 adds nothing to the loss or its gradient: its terms and the
+        # re-enhanced users u_k that only they read are not computed (the reference multiplies them by 0).
+        weighted = frozenset(b for k, b in enumerate(meta.behaviors) if p.coefficient[k] != 0)
+        out = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training), weighted | {meta.target})
         users = batch.users
         a_main, a_transfer, a_unique = p.alpha
         total = torch.zeros((), device=users.device)
         parts: dict[str, float] = {}
         for k, b in enumerate(meta.behaviors):
+            if b not in weighted:
+                continue
             (e_users, items), rbar = out["parts"][b], out["rbar"][b]
             pos = batch.positives[b]
             lk = torch.zeros((), device=users.device)
@@ -216,8 +224,13 @@ class HPMR(Recommender):
         return total + p.decay * reg, parts
 
     def scorer(self, graphs: Graphs) -> ScoreFn:
-        out = self(graphs)
         t = self.meta.target
+        if self.params.test_score == "main":
+            # the main score reads the target's encoder alone (§1.7), which no other part feeds
+            k = self.meta.behaviors.index(t)
+            e, rbar = self._encode(graphs[t], torch.cat([self.user, self.item]), self.relation[k])
+            e_users, e_items = e.split([self.meta.n_users, self.meta.n_items])
+            return bilinear_scorer(e_users * rbar, e_items)
+        out = self(graphs, frozenset({t}))
         e_users, e_items = out["parts"][t]
-        users = e_users if self.params.test_score == "main" else out["u"][t]
-        return bilinear_scorer(users * out["rbar"][t], e_items)
+        return bilinear_scorer(out["u"][t] * out["rbar"][t], e_items)

@@ -26,8 +26,8 @@ from graphrec.models.hpmr import HPMR, HPMRParams
 class LightGCNMParams:
     dim: int = 64
     layers: int = 3
-    coefficient: tuple[float, ...] = (5 / 6, 1 / 6)   # λ per behavior, cascade order
-    neg_weight: tuple[float, ...] = (0.1, 0.1)        # c0 per behavior
+    coefficient: tuple[float, ...] | None = None      # λ per behavior, cascade order; None: default_coefficient
+    neg_weight: tuple[float, ...] | None = None       # c0 per behavior; None: 0.1 each
     decay: float = 10.0
     mess_dropout: float = 0.2                         # drop rate
     node_dropout: float = 0.1                         # drop rate of adjacency nonzeros
@@ -38,6 +38,8 @@ class LightGCNMParams:
 
 
 class LightGCNM(HPMR):
+    config_key = "lightgcn_m"
+
     @classmethod
     def label_relations(cls, meta: GraphMeta) -> tuple[str, ...]:
         return meta.behaviors   # no unique (i_not_j) supervision

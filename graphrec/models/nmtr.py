@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphrec.losses import bce_loss
-from graphrec.models.base import Batch, GraphFreeRecommender, GraphMeta, Graphs, ScoreFn
+from graphrec.models.base import Batch, GraphFreeRecommender, GraphMeta, Graphs, ScoreFn, check_per_behavior
 
 #: Elements of one B×chunk×width tower activation at test time: 8 MiB of float32 on CPU (cache-sized
 #: blocks scored Beibei 4× faster than 128 MiB ones on one core), 512 MiB on a GPU.
@@ -132,8 +132,7 @@ class NMTR(GraphFreeRecommender):
     def __init__(self, params: NMTRParams, meta: GraphMeta):
         super().__init__()
         k = len(meta.behaviors)
-        if params.coefficient is not None and len(params.coefficient) != k:
-            raise ValueError(f"coefficient needs one value per behavior ({', '.join(meta.behaviors)})")
+        check_per_behavior(meta, "nmtr", coefficient=params.coefficient)
         self.params, self.meta = params, meta
         self.coefficient = tuple(params.coefficient) if params.coefficient is not None else (1.0 / k,) * k
         d = params.dim

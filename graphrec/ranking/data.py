@@ -205,7 +205,7 @@ class CandidateSource:
 
     def __init__(self, recall_run: str | Path, *, candidates: int = 50, seq_len: int = 50, device: str = "cpu",
                  snapshot_path: str | Path | None = None, batch_users: int = 1024,
-                 recall_score_feature: bool = True) -> None:
+                 recall_score_feature: bool = True, sequence_order: str = "time") -> None:
         info, self.model, self.tdata, graphs = open_model(recall_run, device, snapshot_path)
         if self.tdata.protocol != "honest":
             raise RankingDataError(
@@ -219,6 +219,7 @@ class CandidateSource:
         self.behaviors = s.behaviors.order
         self.candidates = min(candidates, s.n_items)
         self.seq_len, self.device, self.batch_users = seq_len, device, batch_users
+        self.requested_order = sequence_order
         with torch.no_grad():
             self.score = self.model.scorer(graphs)
         n_items = s.n_items
@@ -228,7 +229,8 @@ class CandidateSource:
             rel = s.relations[b]
             keep = rel.split == snap.SPLIT_CODES["train"] if rel.split is not None else np.ones(len(rel), bool)
             self.train_edges[b] = (rel.user[keep].astype(np.int64), rel.item[keep].astype(np.int64))
-            self.train_ts[b] = rel.ts[keep] if rel.ts is not None and (rel.ts[keep] != snap.NO_TS).all() else None
+            timed = sequence_order == "time" and rel.ts is not None and (rel.ts[keep] != snap.NO_TS).all()
+            self.train_ts[b] = rel.ts[keep] if timed else None
         self.upstream_keys = {b: np.sort(s.relations[b].user.astype(np.int64) * n_items + s.relations[b].item)
                               for b in self.behaviors[:-1]}
 
@@ -246,15 +248,19 @@ class CandidateSource:
     def from_config(cls, recall_run: str | Path, rc: RankingConfig, *, device: str = "cpu",
                     snapshot_path: str | Path | None = None) -> "CandidateSource":
         return cls(recall_run, candidates=rc.candidates, seq_len=rc.seq_len, device=device,
-                   snapshot_path=snapshot_path, recall_score_feature=rc.recall_score_feature)
+                   snapshot_path=snapshot_path, recall_score_feature=rc.recall_score_feature,
+                   sequence_order=rc.sequence_order)
 
     @property
     def timestamped(self) -> bool:
         return all(self.train_ts[b] is not None for b in self.behaviors)
 
     def sequence_order(self) -> str:
-        return ("by timestamp, most recent first" if self.timestamped else
-                "no timestamps in the data: snapshot order (ascending item id; for the Beibei/Taobao files also "
+        if self.timestamped:
+            return "by timestamp, most recent first"
+        if self.requested_order == "item":
+            return "ascending item id (ranking.sequence_order: item), timestamps ignored"
+        return ("no timestamps in the data: snapshot order (ascending item id; for the Beibei/Taobao files also "
                 "the file order), so sequence positions carry no time information")
 
     def lists(self, users: torch.Tensor, exclude, held=None) -> ListSet:
