@@ -7,8 +7,9 @@ beside the published numbers.
 Speed: each model trains ``--epochs`` full epochs with the dataset preset (median epoch time is
 reported), then every user with a test purchase is scored against all items and ranked
 (HR/NDCG@10, train purchases excluded). Accuracy: for each ``--runs`` directory, its test
-HR@10/NDCG@10 beside the HPMR paper's Table 2 (MODELS.md §8). The published numbers were obtained
-with the view behavior, which ../shared/data does not have; every row says so.
+HR@10/NDCG@10 beside the published numbers (graphrec.published: HPMR's Table 2 for Beibei/Taobao,
+whose view logs ../shared/data does not have, and MuLe's table for taobao_mbcgcn); every row says
+what data the comparison stands on.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from graphrec import snapshot as snap  # noqa: E402
 from graphrec.config import load_config, model_params, train_config  # noqa: E402
 from graphrec.models import build_model, get_model  # noqa: E402
 from graphrec.progress import format_table  # noqa: E402
-from graphrec.published import DATA_CAVEAT, TABLE2  # noqa: E402
+from graphrec.published import CAVEATS, published  # noqa: E402
 from graphrec.train import TrainData, _batches, _meta, evaluate_split, pick_device  # noqa: E402
 
 def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.device, config: Path | None) -> list:
@@ -79,11 +80,11 @@ def accuracy(runs: list[Path]) -> list:
     for run in runs:
         res = json.loads((run / "results.json").read_text())
         test = res["results"]["test"]
-        pub = TABLE2.get((res["dataset"], res["model"]))
+        pub = published(res["dataset"], res["model"])
         rel = f"{100 * (test['hr@10'] / pub[0] - 1):+.1f}%" if pub else ""
         rows.append([res["dataset"], res["model"], res["protocol"], res["best_epoch"], res["epochs_run"],
                      f"{test['hr@10']:.4f}", f"{test['ndcg@10']:.4f}", f"{pub[0]:.4f}" if pub else "",
-                     f"{pub[1]:.4f}" if pub else "", rel, DATA_CAVEAT])
+                     f"{pub[1]:.4f}" if pub else "", rel, CAVEATS.get(res["dataset"], "")])
     return rows
 
 

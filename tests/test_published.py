@@ -51,8 +51,40 @@ def test_reproduce_report_from_finished_and_unfinished_runs(tmp_path):
                             out)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in text.splitlines() if line.startswith("| ")}
-    assert rows["ghcf"] == ["0.2114", "0.1000", "0.1922", "0.1012", "+10.0%", "no: λ_view = 0", "best epoch 70 of 120"]
-    assert rows["nmtr"] == ["0.0500", "0.0300", "0.0524", "0.0285", "-4.6%", "yes: view → cart → buy cascade",
+    assert rows["ghcf"] == ["paper", "0.2114", "0.1000", "0.1922", "0.1012", "+10.0%", "no: λ_view = 0",
+                            "best epoch 70 of 120"]
+    assert rows["nmtr"] == ["paper", "0.0500", "0.0300", "0.0524", "0.0285", "-4.6%", "yes: view → cart → buy cascade",
                             "unfinished: best so far at epoch 10 of 20"]
-    assert rows["ehcf"][:4] == ["", "", "0.1551", "0.0831"] and rows["ehcf"][-1] == "not run"
+    assert rows["ehcf"][:5] == ["paper", "", "", "0.1551", "0.0831"] and rows["ehcf"][-1] == "not run"
     assert (tmp_path / "beibei-paper.csv").read_text().count("\n") == 4
+
+
+def test_reproduce_report_on_taobao_mbcgcn_under_the_fixed_protocol(tmp_path):
+    """A finished fixed run (tested once, at its last epoch) beside MuLe's table, a running fixed run
+    (no evaluation before the end), and HPMR without views, which has no published row."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("reproduce", Path(__file__).parents[1] / "bench" / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    out = tmp_path / "taobao_mbcgcn-fixed"
+    (out / "hpmr").mkdir(parents=True)
+    (out / "hpmr" / "results.json").write_text(json.dumps(
+        {"best_epoch": 100, "epochs_run": 100, "selection": None,
+         "results": {"test": {"hr@10": 0.1104 * 0.97, "ndcg@10": 0.0580}}}))
+    (out / "lightgcn").mkdir()
+    (out / "lightgcn" / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "loss": 1.0}) + "\n"
+                                                             for e in (1, 2, 3)))
+    todo = reproduce.variants(["hpmr", "lightgcn"], ablations=False, without_views=True)
+    text = reproduce.report("taobao_mbcgcn", "fixed", todo, out)
+    assert "view → cart → buy on the same files" in text and "fixed protocol" in text
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ")}
+    assert rows["hpmr"] == ["fixed", "0.1071", "0.0580", "0.1104", "0.0599", "-3.0%", "yes: the same view file",
+                            "epoch 100 of 100 (fixed budget)"]
+    assert rows["lightgcn"][:5] == ["fixed", "", "", "0.0411", "0.0240"]
+    assert rows["lightgcn"][-1] == "running: epoch 3, no test evaluation before the end"
+    assert rows["hpmr without views"][:5] == ["fixed", "", "", "", ""]
+    assert rows["hpmr without views"][-2] == "ours without the view behavior"
