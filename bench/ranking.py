@@ -11,6 +11,12 @@ retrieved candidates re-ordered by the ranker) next to the recall model's own or
 candidates. It ends with the seed papers' orderings checked on this data (MMoE ≥ Shared-Bottom,
 DMT ≥ MMoE, STAN ≥ PLE on the target task's test AUC): reported, never tuned for.
 
+    python bench/ranking.py --recall-run DIR --orders time,item
+
+trains every model twice, on sequences in time order (most recent first) and in item-id order, into
+bench/out/ranking/NAME/ORDER/MODEL, and adds a table of what the time order changes (a log with
+timestamps, such as retailrocket; without timestamps both orders are the item order).
+
     python bench/ranking.py --recall-run DIR --throughput 30 [--device cuda] [--threads 2]
 
 times 30 training steps and 30 inference batches per model instead (fresh models, no runs) and
@@ -48,6 +54,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", help="default bench/out/ranking/NAME")
     ap.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    ap.add_argument("--orders", help="comma-separated sequence orders to train and compare, e.g. time,item")
     ap.add_argument("--throughput", type=int, metavar="BATCHES", help="only time BATCHES training steps and the "
                     "inference of as many batches per model (fresh models, no training run)")
     args = ap.parse_args()
@@ -67,6 +74,22 @@ def main() -> None:
     if args.throughput:
         print(throughput(models, cfg, recall, device, args.throughput, out))
         return
+    if args.orders:
+        by_order = {}
+        for order in args.orders.split(","):
+            ocfg = load_config(config if config.is_file() else None, [*args.set, f"ranking.sequence_order={order}"])
+            by_order[order] = train_models(models, ocfg, recall, out / order, device)
+            print(report(by_order[order], rc.ks[-1], out / order, dataset, device))
+        print(compare_orders(by_order, rc.ks[-1], out))
+        return
+    results = train_models(models, cfg, recall, out, device)
+    print(report(results, rc.ks[-1], out, dataset, device))
+
+
+def train_models(models: list[str], cfg, recall: Path, out: Path, device: str) -> dict:
+    """Each ranking model trained on the recall run's lists (runs with results.json are reused)."""
+    rc = cfg.ranking
+    out.mkdir(parents=True, exist_ok=True)
     data = None
     results = {}
     for name in models:
@@ -85,7 +108,30 @@ def main() -> None:
             print(f"ranking data built in {time.perf_counter() - t0:.1f} s: {json.dumps(data.info)}", file=sys.stderr)
         print(f"--- {name}", file=sys.stderr)
         results[name] = fit_ranking(name, model_params(cfg, name), rc, recall, run, device=device, data=data)
-    print(report(results, rc.ks[-1], out, dataset, device))
+    return results
+
+
+def compare_orders(by_order: dict[str, dict], k: int, out: Path) -> str:
+    """Per model, the target's test AUC (retrieved) and the final NDCG@k under each sequence order."""
+    orders = list(by_order)
+    first = by_order[orders[0]]
+    target = [key.removeprefix("auc_") for key in next(iter(first.values()))["test"]
+              if key.startswith("auc_") and not key.endswith("_retrieved")][-1]
+    headers = ["model", *[f"AUC {target} ({o})" for o in orders], *[f"NDCG@{k} ({o})" for o in orders]]
+    if len(orders) == 2:
+        headers.append(f"NDCG@{k} {orders[0]} − {orders[1]}")
+    rows = []
+    for name in first:
+        res = [by_order[o][name]["test"] for o in orders]
+        row = [name, *[f"{r[f'auc_{target}_retrieved']:.4f}" for r in res], *[f"{r[f'final_ndcg@{k}']:.4f}" for r in res]]
+        if len(orders) == 2:
+            row.append(f"{res[0][f'final_ndcg@{k}'] - res[1][f'final_ndcg@{k}']:+.4f}")
+        rows.append(row)
+    how = {o: next(iter(by_order[o].values()))["data"]["sequence_order"] for o in orders}
+    text = ("## What the sequence order changes\n\n" + "".join(f"- {o}: {how[o]}\n" for o in orders) + "\n"
+            + format_table(headers, rows))
+    (out / "orders.md").write_text(text + "\n")
+    return text
 
 
 def throughput(models: list[str], cfg, recall: Path, device: str, n_batches: int, out: Path) -> str:
@@ -183,8 +229,8 @@ def report(results: dict, k: int, out: Path, dataset: str, device: str) -> str:
             "'AUC (lists)' is grouped by user over whole lists, appended purchases included; 'AUC (retrieved)' over "
             "the retrieved candidates only (users whose list has both classes); 'final' list metrics re-order the "
             f"retrieved candidates. Models train on the retrieved candidates; {feature}. "
-            f"Sequences: {info['sequence_order']}. Device: {device}. The view behavior is absent from this data, "
-            f"so the tasks are {', '.join(tasks)} only.\n\n" + format_table(headers, rows) +
+            f"Sequences: {info['sequence_order']}. Device: {device}. Tasks: {', '.join(tasks)}"
+            + ("" if "view" in tasks else " (the view behavior is absent from this data)") + ".\n\n" + format_table(headers, rows) +
             f"\n\nDoes the ranking stage improve the final list? Recall order NDCG@{k} {recall_ndcg:.4f}; best ranker "
             f"{best} {final[best]:.4f} ({'better' if final[best] > recall_ndcg else 'not better'}).\n\n"
             "Seed papers' orderings on this data:\n" + "\n".join(claims))
