@@ -1,6 +1,18 @@
 """graphrec.published: the ablation-ordering check that bench/reproduce.py reports."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 from graphrec.published import ABLATIONS, ablation_order_violations
+
+
+def _reproduce():
+    """bench/reproduce.py as a module (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("reproduce", Path(__file__).parents[1] / "bench" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_published_table4_satisfies_its_own_ordering():
@@ -31,13 +43,7 @@ def test_every_beibei_comparison_says_what_views_did():
 def test_reproduce_report_from_finished_and_unfinished_runs(tmp_path):
     """bench/reproduce.py's table: a finished run's test result, an unfinished run's best evaluation
     so far (HR and NDCG of the same epoch), published numbers, relative difference, the views column."""
-    import importlib.util
-    import json
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("reproduce", Path(__file__).parents[1] / "bench" / "reproduce.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = _reproduce()
     out = tmp_path / "beibei-paper"
     (out / "ghcf").mkdir(parents=True)
     (out / "ghcf" / "results.json").write_text(json.dumps(
@@ -62,13 +68,7 @@ def test_reproduce_report_from_finished_and_unfinished_runs(tmp_path):
 def test_reproduce_report_on_taobao_mbcgcn_under_the_fixed_protocol(tmp_path):
     """A finished fixed run (tested once, at its last epoch) beside MuLe's table, a running fixed run
     (no evaluation before the end), and HPMR without views, which has no published row."""
-    import importlib.util
-    import json
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("reproduce", Path(__file__).parents[1] / "bench" / "reproduce.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = _reproduce()
     out = tmp_path / "taobao_mbcgcn-fixed"
     (out / "hpmr").mkdir(parents=True)
     (out / "hpmr" / "results.json").write_text(json.dumps(
