@@ -132,3 +132,46 @@ def test_fingerprint_ignores_row_order(tiny_csv, tmp_path):
     changed = tmp_path / "changed.csv"
     changed.write_text(tiny_csv.read_text().replace("u3,c,cart,3", "u3,d,cart,3"))
     assert read_source(changed).fingerprint() != read_source(tiny_csv).fingerprint()
+
+
+@pytest.mark.parametrize("value, seconds", [("2014-12-06 02", 1417831200), ("2014-12-06T02:00:00", 1417831200),
+                                            ("1417831200", 1417831200), ("2014-12-06 02:30:15", 1417833015)])
+def test_common_time_forms_parse_to_unix_seconds(tmp_path, value, seconds):
+    p = tmp_path / "log.csv"
+    p.write_text(f"user,item,behavior,timestamp\nu1,a,buy,{value}\n")
+    assert read_source(p).frame["ts"].tolist() == [seconds]
+
+
+def test_an_explicit_time_format_is_exact_and_names_the_line_and_the_fix(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("user,item,behavior,timestamp\nu1,a,buy,06/12/2014 02\nu1,b,buy,2014-12-06 02\n")
+    with pytest.raises(InputError) as exc:
+        read_source(p, time_format="%d/%m/%Y %H")
+    e = exc.value
+    assert (e.line, e.value) == (3, "2014-12-06 02") and "does not match the format '%d/%m/%Y %H'" in str(e)
+    assert "ingest.time_format" in e.fix
+    p.write_text("user,item,behavior,timestamp\nu1,a,buy,06/12/2014 02\n")
+    assert read_source(p, time_format="%d/%m/%Y %H").frame["ts"].tolist() == [1417831200]
+
+
+def test_behavior_values_map_codes_and_the_order_is_the_users(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("u,i,b\n1,10,1\n1,10,1\n1,11,3\n1,10,4\n2,11,9\n")
+    data = read_source(p, behaviors=["click", "cart", "buy"], columns={"user": "u", "item": "i", "behavior": "b"},
+                       behavior_values={"1": "click", "3": "cart", "4": "buy"}, skip_bad_rows=True)
+    f = data.frame.set_index(["behavior", "user", "item"])["count"].to_dict()
+    assert f == {("buy", "1", "10"): 1, ("cart", "1", "11"): 1, ("click", "1", "10"): 2}
+    assert data.rejected[["line", "value"]].values.tolist() == [[6, "9"]]
+
+
+def test_a_separate_test_file_needs_the_log_columns_and_becomes_the_test_split(tmp_path):
+    log, test = tmp_path / "log.csv", tmp_path / "test.csv"
+    log.write_text("user,item,behavior,timestamp\nu1,a,buy,5\nu1,b,view,6\n")
+    test.write_text("user,item\nu1,c\n")
+    data = read_source(log, behaviors=["view", "buy"], test_file=test)
+    assert data.has_test_file and data.files == [log, test]
+    rows = data.frame.sort_values("item")[["item", "behavior", "split"]].fillna("-").values.tolist()
+    assert rows == [["a", "buy", "-"], ["b", "view", "-"], ["c", "buy", "test"]]
+    test.write_text("customer,item\nu1,c\n")
+    with pytest.raises(InputError, match="missing column.*'user' in the test file"):
+        read_source(log, behaviors=["view", "buy"], test_file=test)
