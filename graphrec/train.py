@@ -121,6 +121,14 @@ class TrainData:
                                  "with ingest.split.valid=true, or train with --set train.protocol=paper")
         return cls(_meta(s, behaviors), edges, positives, selection, eval_sets, protocol)
 
+    @classmethod
+    def for_model(cls, s: snap.Snapshot, tc: TrainConfig, model_cls: type, device: torch.device | str = "cpu"
+                  ) -> "TrainData":
+        """What ``model_cls`` reads from ``s`` under ``tc`` (its protocol, cascade and padding)."""
+        order = train_behaviors(s, tc)
+        return cls.from_snapshot(s, tc.protocol, model_cls.label_relations(_meta(s, order)), tc.pad_percentile,
+                                 device, order)
+
     def graphs(self, names: tuple[str, ...], device: torch.device | str) -> dict[str, SparseAdj]:
         return {n: normalized_bipartite(*self.edges[n], self.meta.n_users, self.meta.n_items, device=device)
                 for n in names}
@@ -265,9 +273,7 @@ def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot
     tc = TrainConfig(**{k: v for k, v in info.train.items()})
     params = params_from_dict(info.model, info.params)
     cls = get_model(info.model).cls
-    order = train_behaviors(s, tc)
-    data = TrainData.from_snapshot(s, tc.protocol, cls.label_relations(_meta(s, order)), tc.pad_percentile, device,
-                                   order)
+    data = TrainData.for_model(s, tc, cls, device)
     model = build_model(info.model, params, data.meta).to(device)
     state = torch.load(Path(run_dir) / weights, map_location=device, weights_only=True)
     model.load_state_dict(state["model"] if "model" in state else state)
@@ -348,9 +354,7 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
     np.random.seed(tc.seed)
     s = snap.read(snapshot_path)
     entry = get_model(model_name)
-    order = train_behaviors(s, tc)
-    data = TrainData.from_snapshot(s, tc.protocol, entry.cls.label_relations(_meta(s, order)), tc.pad_percentile, dev,
-                                   order)
+    data = TrainData.for_model(s, tc, entry.cls, dev)
     graphs = data.graphs(entry.cls.relations(data.meta), dev)
     model = build_model(model_name, params, data.meta).to(dev)
     opt = (torch.optim.Adam(model.parameters(), lr=tc.lr) if tc.optimizer == "adam"
