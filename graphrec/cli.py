@@ -63,6 +63,18 @@ def cmd_neo4j(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- ingest
 
 
+def _config_path(args: argparse.Namespace) -> str | Path | None:
+    """--config as given, else the shipped preset of --dataset (configs/DATASET.yaml) if there is one."""
+    if args.config or getattr(args, "snapshot", None):
+        return args.config
+    from graphrec.config import preset_for
+
+    preset = preset_for(getattr(args, "dataset", None))
+    if preset is not None:
+        _log(f"config: the preset {preset} (pass --config to use another)")
+    return preset
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from graphrec.config import load_config
     from graphrec.progress import Progress, format_table
@@ -79,7 +91,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         overrides.append(f"ingest.split.seed={args.seed}")
     if args.test:
         overrides.append(f"ingest.test_file={json.dumps(args.test)}")
-    cfg = load_config(args.config, overrides).ingest
+    cfg = load_config(_config_path(args), overrides).ingest
     load.validate_dataset_name(args.dataset)
     t0 = time.perf_counter()
     _log(f"reading {args.source} ...")
@@ -259,7 +271,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from graphrec.models import get_model
 
-    cfg = load_config(args.config, list(args.set or []))
+    cfg = load_config(_config_path(args), list(args.set or []))
     params = model_params(cfg, args.model)
     if args.threads:
         import torch
@@ -511,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--format", choices=["beibei", "taobao", "tmall", "ghcf", "csv", "parquet"],
                    help="source format (default: detected from the path)")
     i.add_argument("--behaviors", help="behavior cascade, upstream first, target last, e.g. view,cart,buy")
-    i.add_argument("--config", help="YAML config (see configs/)")
+    i.add_argument("--config", help="YAML config (default: configs/DATASET.yaml when graphrec ships that preset)")
     i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. ingest.split.seed=7")
     i.add_argument("--seed", type=int, help="seed of the train/valid/test split (default 2024)")
     i.add_argument("--test", metavar="FILE", help="a long-format log's held-out purchases (user,item[,timestamp]; "
@@ -558,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, help="model name (hpmr, ghcf, lightgcn, lightgcn_m, ...)")
     t.add_argument("--dataset", help="dataset name: uses HOME/snapshots/NAME, exporting it from Neo4j if missing")
     t.add_argument("--snapshot", help="a snapshot directory (no Neo4j needed)")
-    t.add_argument("--config", help="YAML with train: and models: sections (e.g. configs/beibei.yaml)")
+    t.add_argument("--config", help="YAML with train: and models: sections (default with --dataset: "
+                   "configs/DATASET.yaml when graphrec ships that preset)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.epochs=20 or "
                    "models.hpmr.layers=2")
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")

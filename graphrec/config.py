@@ -276,6 +276,18 @@ def train_config(config: Config, name: str) -> TrainConfig:
     return _build(TrainConfig, _merge(dataclasses.asdict(config.train), over), f"model_train.{name}")
 
 
+#: The presets shipped beside the package (configs/DATASET.yaml in the repository).
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def preset_for(dataset: str | None) -> Path | None:
+    """``configs/DATASET.yaml`` when graphrec ships a preset for that data set name, else None."""
+    if not dataset:
+        return None
+    path = PRESETS_DIR / f"{dataset}.yaml"
+    return path if path.is_file() else None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults ← YAML file ← ``--set`` overrides, validated strictly."""
     data: dict = {}
