@@ -266,7 +266,7 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
                                          skip_bad_rows, time_format)
     files, raw_rows = [path], len(raw)
     if test_file is not None:
-        test, test_rejected, test_ts = _read_test_file(test_file, fmt, names, order, skip_bad_rows, time_format)
+        test, test_rejected, test_ts = _read_test_file(test_file, names, order, skip_bad_rows, time_format)
         frame = pd.concat([frame, test], ignore_index=True)
         rejected = pd.concat([rejected, test_rejected], ignore_index=True)
         files.append(test_file)
@@ -279,14 +279,14 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
                         rejected=rejected.reset_index(drop=True), raw_rows=raw_rows)
 
 
-def _read_test_file(path: Path, fmt: str, names: dict[str, str], order: Behaviors, skip_bad_rows: bool,
+def _read_test_file(path: Path, names: dict[str, str], order: Behaviors, skip_bad_rows: bool,
                     time_format: str | None) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
     """Held-out target rows: columns user, item[, timestamp] (the log's column names); a behavior
     column, if present, must name the target."""
     if not Path(path).exists():
         raise InputError(path, None, str(path), "test file does not exist",
                          "check the path given with --test (or ingest.test_file)")
-    raw, first_line, unit = _read_table(Path(path), fmt if fmt in LONG_FORMATS else "csv")
+    raw, first_line, unit = _read_table(Path(path), detect_format(Path(path)))  # its own format, by its suffix
     missing = [k for k in ("user", "item") if names[k] not in raw.columns]
     if missing:
         raise InputError(path, 1, list(map(str, raw.columns)), f"missing column(s) "

@@ -172,6 +172,10 @@ def test_a_separate_test_file_needs_the_log_columns_and_becomes_the_test_split(t
     assert data.has_test_file and data.files == [log, test]
     rows = data.frame.sort_values("item")[["item", "behavior", "split"]].fillna("-").values.tolist()
     assert rows == [["a", "buy", "-"], ["b", "view", "-"], ["c", "buy", "test"]]
+    # the test file has its own format: a Parquet log with a CSV test file
+    pq = tmp_path / "log.parquet"
+    data.frame[data.frame.split.isna()][["user", "item", "behavior"]].to_parquet(pq)
+    assert read_source(pq, behaviors=["view", "buy"], test_file=test).frame.split.eq("test").sum() == 1
     test.write_text("customer,item\nu1,c\n")
     with pytest.raises(InputError, match="missing column.*'user' in the test file"):
         read_source(log, behaviors=["view", "buy"], test_file=test)
