@@ -135,6 +135,7 @@ u1,i1,share
 u1,i2,like
 u1,i2,add_to_wishlist
 u1,i1,transaction
+u1,i3,transaction
 u2,i2,like
 u2,i2,transaction
 u2,i1,share
@@ -151,7 +152,24 @@ def test_behavior_names_of_the_users_own_keep_the_given_order(neo4j_db, dataset_
     assert state["behaviors"] == ["like", "share", "add_to_wishlist", "transaction"]
     assert {k: counts[k] for k in ("LIKE", "SHARE", "ADD_TO_WISHLIST", "TRANSACTION", "LIKE_NOT_SHARE",
                                    "LIKE_NOT_ADD_TO_WISHLIST")} == {
-        "LIKE": 3, "SHARE": 2, "ADD_TO_WISHLIST": 1, "TRANSACTION": 2, "LIKE_NOT_SHARE": 2, "LIKE_NOT_ADD_TO_WISHLIST": 2}
+        "LIKE": 3, "SHARE": 2, "ADD_TO_WISHLIST": 1, "TRANSACTION": 3, "LIKE_NOT_SHARE": 2, "LIKE_NOT_ADD_TO_WISHLIST": 2}
+    # and on to a snapshot, a heterograph and a trained model with the default per-behavior weights
+    from graphrec import graph, snapshot as snap
+    from graphrec.export import export_dataset
+    from graphrec.models import MODELS
+    from graphrec.train import fit
+
+    from test_models_contract import TINY_TRAIN
+
+    exported = export_dataset(neo4j_db.driver, dataset_name, tmp_path / "snap")
+    s = snap.read(exported.path)
+    assert s.behaviors.order == ("like", "share", "add_to_wishlist", "transaction")
+    assert "add_to_wishlist_not_transaction" in s.relations
+    assert ("user", "add_to_wishlist", "item") in graph.load(exported.path).graph.canonical_etypes
+    result = fit("ghcf", MODELS["ghcf"].params(dim=4, layers=1), TINY_TRAIN.__class__(protocol="fixed", epochs=2),
+                 exported.path, tmp_path / "run", device="cpu", log=None)
+    test = result.final["results"]["test"]  # u1's second transaction is its test one (split.test random)
+    assert result.final["protocol"] == "fixed" and test["users"] == 1 and 0.0 <= test["hr@10"] <= 1.0
 
 
 @pytest.mark.parametrize("order", ["like,Add-To-Cart!,buy", "like,not_bought,buy", "like,rev_x,buy"])
