@@ -160,9 +160,9 @@ def ablation_report(dataset: str, out: Path, ablations: list[tuple[str, float | 
         full, status = hr_full, f"the hpmr run, {full_status}"  # `fixed`: the same budget, tested once
     pub = (published(dataset, "hpmr") or (None,))[0]
     rows = [["hpmr (full)", _f(full), _f(pub), _rel(full, pub), views(dataset, "hpmr"), status]]
-    for variant, hr, run_status, _ in ablations:
+    for variant, hr, variant_status, _ in ablations:
         vpub = ABLATIONS.get((dataset, variant))
-        rows.append([f"hpmr {variant}", _f(hr), _f(vpub), _rel(hr, vpub), views(dataset, variant), run_status])
+        rows.append([f"hpmr {variant}", _f(hr), _f(vpub), _rel(hr, vpub), views(dataset, variant), variant_status])
     # only finished variants count: an unfinished run's best so far is not its result
     hr = {v: x for v, x, _, finished in ablations if finished and x is not None}
     if full is not None:
