@@ -58,12 +58,15 @@ class BehaviorNameError(ValueError):
     """A behavior name that cannot become a relationship type (see :data:`BEHAVIOR_NAME_RULE`)."""
 
 
+def _follows_rule(name: object) -> bool:
+    return (isinstance(name, str) and len(name) <= BEHAVIOR_NAME_MAX and BEHAVIOR_NAME_RE.match(name) is not None
+            and "not" not in name.split("_") and not name.startswith("rev_") and name != RECOMMENDED_TYPE.lower())
+
+
 def check_behavior(name: str) -> str:
     """``name`` if it follows :data:`BEHAVIOR_NAME_RULE`; the one gate every behavior name passes
     before it can reach Cypher as a relationship type."""
-    ok = (isinstance(name, str) and len(name) <= BEHAVIOR_NAME_MAX and BEHAVIOR_NAME_RE.match(name) is not None
-          and "not" not in name.split("_") and not name.startswith("rev_") and name != RECOMMENDED_TYPE.lower())
-    if not ok:
+    if not _follows_rule(name):
         raise BehaviorNameError(
             f"behavior name {name!r} is not allowed: {BEHAVIOR_NAME_RULE}; rename it in the behavior order, or map "
             f"the log's value onto an allowed name with ingest.behavior_values (e.g. "
@@ -101,10 +104,7 @@ def is_rel_type(name: str) -> bool:
     if name == RECOMMENDED_TYPE:
         return True
     parts = name.lower().split("_not_")
-    try:
-        return len(parts) in (1, 2) and all(check_behavior(p) for p in parts)
-    except BehaviorNameError:
-        return False
+    return len(parts) in (1, 2) and all(_follows_rule(p) for p in parts)
 
 
 def normalize_behavior(name: str) -> str | None:

@@ -281,12 +281,12 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
 
 def _read_test_file(path: Path, names: dict[str, str], order: Behaviors, skip_bad_rows: bool,
                     time_format: str | None) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
-    """Held-out target rows: columns user, item[, timestamp] (the log's column names); a behavior
-    column, if present, must name the target."""
-    if not Path(path).exists():
+    """Held-out target rows: columns user, item[, timestamp] (the log's column names); every row is
+    a target-behavior row, and any other column is ignored."""
+    if not path.exists():
         raise InputError(path, None, str(path), "test file does not exist",
                          "check the path given with --test (or ingest.test_file)")
-    raw, first_line, unit = _read_table(Path(path), detect_format(Path(path)))  # its own format, by its suffix
+    raw, first_line, unit = _read_table(path, detect_format(path))  # its own format, by its suffix
     missing = [k for k in ("user", "item") if names[k] not in raw.columns]
     if missing:
         raise InputError(path, 1, list(map(str, raw.columns)), f"missing column(s) "
@@ -297,7 +297,7 @@ def _read_test_file(path: Path, names: dict[str, str], order: Behaviors, skip_ba
                          "add one held-out purchase per line, or drop --test")
     target = order.target
     beh_raw = pd.Series(target, index=raw.index, dtype=object)
-    frame, rejected, has_ts = _long_rows(Path(path), raw, names, beh_raw, beh_raw, order, first_line, unit,
+    frame, rejected, has_ts = _long_rows(path, raw, names, beh_raw, beh_raw, order, first_line, unit,
                                          skip_bad_rows, time_format)
     frame["split"] = "test"
     return frame, rejected, has_ts
@@ -375,17 +375,21 @@ def _parse_timestamps(s: pd.Series, time_format: str | None = None) -> tuple[pd.
     empty = s == ""
     if time_format is not None:
         parsed = pd.to_datetime(s.where(~empty), errors="coerce", utc=True, format=time_format, exact=True)
-        out = ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).astype("Int64")
+        out = _unix_seconds(parsed).astype("Int64")
         return out.array, out.isna() & ~empty
     num = pd.to_numeric(s.where(~empty), errors="coerce")
     out = num.round().astype("Int64")
     need = num.isna() & ~empty
     if need.any():
         parsed = pd.to_datetime(s[need], errors="coerce", utc=True, format="mixed")
-        secs = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-        out[need] = secs.astype("Int64")
+        out[need] = _unix_seconds(parsed).astype("Int64")
     bad = out.isna() & ~empty
     return out.array, bad
+
+
+def _unix_seconds(parsed: pd.Series) -> pd.Series:
+    """UTC date/times (NaT stays missing) as whole seconds since the epoch."""
+    return (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
 
 
 def _dedupe(frame: pd.DataFrame) -> pd.DataFrame:

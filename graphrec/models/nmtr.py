@@ -128,11 +128,12 @@ class InteractionUnit(nn.Module):
 
 class NMTR(GraphFreeRecommender):
     batching = "behavior_pairs"
+    config_key = "nmtr"  # the models.<key> section its params come from
 
     def __init__(self, params: NMTRParams, meta: GraphMeta):
         super().__init__()
         k = len(meta.behaviors)
-        check_per_behavior(meta, "nmtr", coefficient=params.coefficient)
+        check_per_behavior(meta, self.config_key, coefficient=params.coefficient)
         self.params, self.meta = params, meta
         self.coefficient = tuple(params.coefficient) if params.coefficient is not None else (1.0 / k,) * k
         d = params.dim
