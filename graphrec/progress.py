@@ -8,6 +8,22 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence, TextIO
 
 
+class _StderrNow:
+    """Whatever ``sys.stderr`` is when written to. A default argument of ``sys.stderr`` is bound when
+    its module is imported and keeps writing there after the stream is replaced and closed (a test's
+    captured stderr, a redirected CLI run); this one follows the current stream."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+#: The default log stream of fit/finish/fit_ranking.
+STDERR = _StderrNow()
+
+
 @dataclass
 class PhaseResult:
     name: str

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from graphrec.config import TrainConfig
 from graphrec.evaluate import UserItems, evaluate_full
 from graphrec.models import GraphMeta, Recommender, build_model, get_model
 from graphrec.models.base import Batch
-from graphrec.progress import format_table
+from graphrec.progress import STDERR, format_table
 from graphrec.schema import derived_name
 
 RUN_FILE = "run.json"
@@ -346,7 +345,7 @@ def optimize_epoch(steps: Iterable[tuple[torch.Tensor, dict[str, float]]], opt: 
 
 
 def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,
-        device: str = "auto", resume: bool = False, log: TextIO | None = sys.stderr,
+        device: str = "auto", resume: bool = False, log: TextIO | None = STDERR,
         on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
     dev = pick_device(device)
     run_dir = Path(run_dir)
@@ -464,7 +463,7 @@ def _batches(model: Recommender, data: TrainData, tc: TrainConfig, gen: torch.Ge
         raise TrainError(f"unknown batching {model.batching!r} of {type(model).__name__}")
 
 
-def finish(run_dir: str | Path, *, log: TextIO | None = sys.stderr, device: str = "cpu") -> dict:
+def finish(run_dir: str | Path, *, log: TextIO | None = STDERR, device: str = "cpu") -> dict:
     """Evaluate the best weights on the test split, write results.md/json and the curve."""
     run_dir = Path(run_dir)
     info, model, data, graphs = open_model(run_dir, device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from graphrec.config import RankingConfig
-from graphrec.progress import format_table
+from graphrec.progress import STDERR, format_table
 from graphrec.ranking.base import Ranker
 from graphrec.ranking.data import CandidateSource, ListSet, RankingData, build
 from graphrec.ranking.metrics import grouped_auc, list_metrics
@@ -86,7 +85,7 @@ def evaluate_lists(probs: np.ndarray, ls: ListSet, tasks: tuple[str, ...], weigh
 
 
 def fit_ranking(model_name: str, params: Any, rc: RankingConfig, recall_run: str | Path, run_dir: str | Path, *,
-                device: str = "auto", log: TextIO | None = sys.stderr, data: RankingData | None = None) -> dict:
+                device: str = "auto", log: TextIO | None = STDERR, data: RankingData | None = None) -> dict:
     from graphrec.models import build_model
     from graphrec.train import optimize_epoch, pick_device
 
