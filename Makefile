@@ -1,10 +1,10 @@
 # The two commands of the README:
-#   make demo   set everything up (venv, packages, Neo4j runtime) and run the main job on the bundled data
+#   make demo   set everything up (venv, packages, Neo4j runtime) and run the main job on Beibei, found in
+#               $GRAPHREC_DATA (default ../shared/data) or the cache, else downloaded and verified
 #   make test   set everything up and run the test suite (what CI runs, via .ci/run)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DATA   ?= ../shared/data
 DATASET ?= beibei
 STAMP  := $(VENV)/.graphrec-installed
 TORCH  ?= 2.13.0
@@ -12,7 +12,7 @@ TORCH  ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 LAUNCHER := neo4j-runtime/target/classes/graphrec/Launcher.class
 
-.PHONY: setup java demo test bench-ingest bench-export bench-propagation clean-state
+.PHONY: setup java demo data-check test bench-ingest bench-export bench-propagation clean-state
 
 setup: $(STAMP) $(LAUNCHER)
 
@@ -39,8 +39,12 @@ DEMO_RUN ?= .graphrec/runs/$(DATASET)-hpmr-demo
 DEMO_RANK ?= .graphrec/runs/$(DATASET)-mmoe-demo
 DEMO_USERS ?= --user 0 --user 1
 
-demo: setup
-	$(BIN)/graphrec ingest --dataset $(DATASET) --source $(DATA)/$(DATASET) --config configs/$(DATASET).yaml
+# Before the long setup, with the standard library only: is the data set here, or can it be downloaded?
+data-check:
+	$(PYTHON) -m graphrec.datasets check $(DATASET)
+
+demo: data-check setup
+	$(BIN)/graphrec ingest --dataset $(DATASET) --config configs/$(DATASET).yaml
 	$(BIN)/graphrec inspect --dataset $(DATASET)
 	$(BIN)/graphrec export --dataset $(DATASET)
 	rm -rf $(DEMO_RUN)

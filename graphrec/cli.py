@@ -67,9 +67,11 @@ def _config_path(args: argparse.Namespace) -> str | Path | None:
     """--config as given, else the shipped preset of --dataset (configs/DATASET.yaml) if there is one."""
     if args.config or getattr(args, "snapshot", None):
         return args.config
+    from graphrec import datasets
     from graphrec.config import preset_for
 
-    preset = preset_for(getattr(args, "dataset", None))
+    name = getattr(args, "dataset", None)
+    preset = preset_for((datasets.get(name).preset or name) if datasets.is_registered(name) else name)
     if preset is not None:
         _log(f"config: the preset {preset} (pass --config to use another)")
     return preset
@@ -93,10 +95,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         overrides.append(f"ingest.test_file={json.dumps(args.test)}")
     cfg = load_config(_config_path(args), overrides).ingest
     load.validate_dataset_name(args.dataset)
+    source, test_file = args.source, cfg.test_file
+    if source is None:
+        from graphrec import datasets
+
+        folder = datasets.resolve(args.dataset, mirror=args.mirror, log=_log)
+        source, registered_test = datasets.ingest_source(args.dataset, folder)
+        test_file = test_file if test_file is not None else registered_test
     t0 = time.perf_counter()
-    _log(f"reading {args.source} ...")
-    data = read_source(args.source, cfg.format, cfg.behaviors, cfg.columns, skip_bad_rows=args.skip_bad_rows,
-                       behavior_values=cfg.behavior_values, time_format=cfg.time_format, test_file=cfg.test_file)
+    _log(f"reading {source} ...")
+    data = read_source(source, cfg.format, cfg.behaviors, cfg.columns, skip_bad_rows=args.skip_bad_rows,
+                       behavior_values=cfg.behavior_values, time_format=cfg.time_format, test_file=test_file)
     if len(data.rejected):
         rejects = Path(args.rejects) if args.rejects else Path(args.home or ".graphrec") / "rejected" / f"{args.dataset}.tsv"
         rejects.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +134,26 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(format_table(["phase", "rows", "seconds", "rows/s"],
                            [[p.name, p.rows, round(p.seconds, 2), round(p.rate)] for p in report.phases]))
     print(format_table(["count", "kind", "value"], rows))
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from graphrec import datasets
+    from graphrec.progress import format_table
+
+    if args.action == "list":
+        print(format_table(datasets.LIST_HEADERS, datasets.listing()))
+    elif args.action == "info":
+        print(datasets.info(args.name))
+    elif args.action == "fetch":
+        print(datasets.fetch(args.name, to=args.to, mirror=args.mirror, log=_log))
+    elif args.action == "path":
+        found = datasets.locate(args.name, log=_log)
+        if found is None:
+            _log(f"{args.name} is not on this machine; `graphrec datasets fetch {args.name}` downloads it "
+                 f"into {datasets.cache_root() / args.name}")
+            return 3
+        print(found[0])
     return 0
 
 
@@ -518,8 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "type per behavior and the derived unique relations into Neo4j. Re-running resumes an "
                        "interrupted ingest; identical input is a no-op.")
     i.add_argument("--dataset", required=True, help="name of the dataset in the database, e.g. beibei")
-    i.add_argument("--source", required=True, help="a per-user text folder (train.txt, test.txt, cart.txt, pv.txt) "
-                   "or a long-format .csv/.tsv/.parquet with columns user, item, behavior[, timestamp]")
+    i.add_argument("--source", help="a per-user text folder (train.txt, test.txt, cart.txt, pv.txt) or a long-format "
+                   ".csv/.tsv/.parquet with columns user, item, behavior[, timestamp]; default for a registered data "
+                   "set (graphrec datasets list): $GRAPHREC_DATA/NAME, the cache, else a verified download")
+    i.add_argument("--mirror", metavar="URL", help="download a registered data set from URL/NAME/FILE "
+                   "(env GRAPHREC_DATASETS_MIRROR) instead of its upstream repositories")
     i.add_argument("--format", choices=["beibei", "taobao", "tmall", "ghcf", "csv", "parquet"],
                    help="source format (default: detected from the path)")
     i.add_argument("--behaviors", help="behavior cascade, upstream first, target last, e.g. view,cart,buy")
@@ -534,6 +566,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--rejects", help="where --skip-bad-rows writes rejected rows (default HOME/rejected/DATASET.tsv)")
     _connection_args(i)
     i.set_defaults(func=cmd_ingest)
+
+    ds = sub.add_parser("datasets", help="the public data sets graphrec knows: list, info, fetch (verified), path",
+                        description="A registry of public multi-behavior data sets: each file's upstream repository "
+                        "and commit, size and hash. Found in $GRAPHREC_DATA/NAME (default ../shared/data), the cache "
+                        "($GRAPHREC_HOME/datasets or ~/.cache/graphrec), else downloaded and verified.")
+    dsub = ds.add_subparsers(dest="action", required=True)
+    dsub.add_parser("list", help="one line per data set")
+    for action, text in (("info", "files, sources, sizes, hashes, license, citation"),
+                         ("fetch", "download into the cache (or --to DIR) and verify every file"),
+                         ("path", "the folder of a verified copy on this machine (exit 3 if none)")):
+        a = dsub.add_parser(action, help=text)
+        a.add_argument("name")
+        if action == "fetch":
+            a.add_argument("--to", metavar="DIR", help="download into DIR instead of the cache")
+            a.add_argument("--mirror", metavar="URL", help="fetch URL/NAME/FILE (env GRAPHREC_DATASETS_MIRROR)")
+    ds.set_defaults(func=cmd_datasets)
 
     d = sub.add_parser("drop", help="delete one dataset from the database", description="Delete a dataset's nodes, "
                        "relationships and record in bounded transactions.")
@@ -633,12 +681,13 @@ def build_parser() -> argparse.ArgumentParser:
 INPUT_ERRORS = frozenset({
     "ingest.readers.InputError", "graphrec.config.ConfigError", "graphrec.queries.QueryError",
     "ingest.load.DatasetConflict", "graphrec.inspect.DatasetNotFound", "graphrec.snapshot.SnapshotError",
-    "graphrec.sparsity.SparsityError",
+    "graphrec.sparsity.SparsityError", "graphrec.datasets.UnknownDataset",
     "builtins.ValueError", "builtins.KeyError",
 })
 FAILURE_ERRORS = frozenset({
     "ingest.load.IntegrityError", "graphrec.export.ExportError", "graphrec.train.TrainError",
     "graphrec.compat.DGLUnavailable", "graphrec.neo4j.server.Neo4jRuntimeError", "builtins.ConnectionError",
+    "graphrec.datasets.DatasetError",
 })
 
 
