@@ -363,11 +363,9 @@ def mirror_url() -> str | None:
 
 def _by_hand(ds: Dataset, dest: Path) -> str:
     files = ", ".join(f.name for f in ds.required)
-    root = data_root()
-    return (f"  fix: put {files} in {dest} (or in {(root or Path('$' + ENV_DATA)) / ds.name}, or point "
-            f"{ENV_DATA} at a folder holding {ds.name}/), or serve such a folder over HTTP and set "
-            f"{ENV_MIRROR}=URL (files at URL/{ds.name}/FILE); `graphrec datasets info {ds.name}` lists "
-            f"every file with its source, size and SHA-256")
+    return (f"  fix: put {files} in {dest}, or point {ENV_DATA} at a folder holding {ds.name}/ with them, or "
+            f"serve such a folder over HTTP and set {ENV_MIRROR}=URL (files at URL/{ds.name}/FILE); "
+            f"`graphrec datasets info {ds.name}` lists every file with its source, size and SHA-256")
 
 
 def _download(url: str, target: Path, want: DataFile | Upstream, progressbar: bool) -> None:
