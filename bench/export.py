@@ -1,6 +1,6 @@
 """Export benchmark: Neo4j → snapshot → validated DGL heterograph, timed per phase.
 
-    python bench/export.py [--dataset beibei] [--data ../shared/data/beibei] [--home .graphrec]
+    python bench/export.py [--dataset beibei] [--data FOLDER] [--home .graphrec]
 
 Uses the managed server in --home (started if needed). The dataset is ingested first when that
 home does not hold it yet (not timed). Then the timed part: export (ids + every relationship
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphrec import graph, snapshot  # noqa: E402
+from graphrec import datasets, graph, snapshot  # noqa: E402
 from graphrec.config import load_config  # noqa: E402
 from graphrec.export import export_dataset  # noqa: E402
 from graphrec.neo4j import connection, server  # noqa: E402
@@ -31,7 +31,7 @@ from ingest.readers import read_source  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="beibei")
-    ap.add_argument("--data", help="source folder (default ../shared/data/DATASET)")
+    ap.add_argument("--data", help="source folder (default: the registered data set, found or fetched)")
     ap.add_argument("--home", default=str(ROOT / ".graphrec"))
     ap.add_argument("--out", default=str(ROOT / "bench/out/export.md"))
     args = ap.parse_args()
@@ -41,7 +41,7 @@ def main() -> None:
     try:
         state = load.dataset_state(driver, args.dataset)
         if state is None or state.get("status") != "complete":
-            source = Path(args.data or ROOT.parent / "shared/data" / args.dataset)
+            source = datasets.resolve(args.dataset, args.data, log=lambda s: print(s, file=sys.stderr))
             cfg_path = ROOT / "configs" / f"{args.dataset}.yaml"
             cfg = load_config(cfg_path if cfg_path.exists() else None, []).ingest
             print(f"ingesting {args.dataset} from {source} first (not timed) ...", file=sys.stderr)

@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from graphrec import datasets  # noqa: E402
 from graphrec.config import SplitConfig  # noqa: E402
 from graphrec.neo4j import connection, server  # noqa: E402
 from graphrec.progress import Progress, format_table  # noqa: E402
@@ -54,7 +55,7 @@ def run_one(name: str, source: Path, behaviors, home: Path) -> list[list]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["beibei", "synthetic"])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/beibei"))
+    ap.add_argument("--data", help="Beibei's folder (default: the registered data set, found or fetched)")
     ap.add_argument("--home", help="graphrec home for the managed server (default: a fresh temp dir)")
     ap.add_argument("--out", default=str(ROOT / "bench/out/ingest.md"))
     args = ap.parse_args()
@@ -65,7 +66,8 @@ def main() -> None:
     rows: list[list] = []
     try:
         if args.only in (None, "beibei"):
-            rows += run_one("beibei", Path(args.data), None, home)
+            rows += run_one("beibei", datasets.resolve("beibei", args.data, log=lambda s: print(s, file=sys.stderr)),
+                            None, home)
         if args.only in (None, "synthetic"):
             tmp = Path(tempfile.mkdtemp(prefix="graphrec-synth-"))
             csv = tmp / "beibei_size.csv"

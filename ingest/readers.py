@@ -99,7 +99,7 @@ def read_source(
     path = Path(path)
     if not path.exists():
         raise InputError(path, None, str(path), "source does not exist",
-                         "check the path; for the bundled data use e.g. ../shared/data/beibei")
+                         "check the path; a registered data set needs no --source (graphrec datasets list)")
     fmt = (fmt or detect_format(path)).lower()
     if fmt in PER_USER_FORMATS:
         if test_file is not None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import graphrec.models  # noqa: F401  (first: importing graphrec.ranking.dmt alone hits a circular import)
+from graphrec import datasets
 from graphrec.ranking.dmt import DMT, DMTParams
 from graphrec.ranking.jd import (
     HEADER_FIELDS,
@@ -30,12 +31,12 @@ from graphrec.ranking.jd import (
 from graphrec.ranking.metrics import grouped_auc, list_metrics
 from graphrec.ranking.train import evaluate_lists, predict
 
-DEMO = Path(__file__).resolve().parents[1].parent / "shared/data/jd_dmt_demo"
+FOUND = datasets.locate("jd_dmt_demo")
+DEMO = FOUND[0] if FOUND else Path("jd_dmt_demo")
 FILES = ("part-r-00000.tfrecord", "part-r-00001.tfrecord")
 
-needs_demo = pytest.mark.skipif(
-    not all((DEMO / f).is_file() for f in (*FILES, "dense_mean.txt", "dense_std.txt")),
-    reason=f"DMT's JD demo data is not at {DEMO} (the shared data folder next to the repository)")
+needs_demo = pytest.mark.skipif(FOUND is None, reason="DMT's JD demo data is not on this machine "
+                                "(graphrec datasets fetch jd_dmt_demo; $GRAPHREC_DATA or the cache)")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

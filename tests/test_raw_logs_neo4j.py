@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from graphrec import datasets
 from graphrec.cli import main
 from ingest import load
 
 pytestmark = pytest.mark.neo4j
 
 ROOT = Path(__file__).resolve().parents[1]
-TIANCHI = ROOT.parent / "shared/data/tianchi_sample/user_behavior.csv"
-RETAILROCKET = ROOT.parent / "shared/data/retailrocket"
+_T, _R = datasets.locate("tianchi_sample"), datasets.locate("retailrocket")
+TIANCHI = (_T[0] if _T else ROOT / "absent") / "user_behavior.csv"
+RETAILROCKET = _R[0] if _R else ROOT / "absent"
 
 # A raw log in Tianchi's shape: its own column names, behavior codes, hour-resolution times, a
 # repeated (user, item, behavior) and an unused column.
@@ -67,20 +69,27 @@ def test_behavior_codes_and_hour_times_round_trip(neo4j_db, dataset_name, tmp_pa
     assert {k: v[0] for k, v in buys.items()} == {("7", "100"): "train", ("7", "101"): "test", ("8", "100"): "train"}
 
 
-@pytest.mark.skipif(not TIANCHI.is_file(), reason=f"{TIANCHI} is not here (it comes with ../shared/data)")
-def test_the_raw_tianchi_sample_ingests_with_exact_counts(neo4j_db, dataset_name, capsys):
+@pytest.mark.skipif(not TIANCHI.is_file(), reason="tianchi_sample is not on this machine (graphrec datasets fetch tianchi_sample)")
+def test_the_raw_tianchi_sample_ingests_with_exact_counts(neo4j_db, capsys):
     """Counted from the file with awk: 1,999 rows, 1,733 distinct (user, item, behavior) triples; 16
     buyers of 34 distinct (user, item) purchases, 10 of them with ≥ 2 (a test one each), 4 with ≥ 3
-    (a valid one each)."""
-    code = _ingest(neo4j_db, dataset_name, "--source", str(TIANCHI), "--config", str(ROOT / "configs/tianchi.yaml"))
-    assert code == 0, capsys.readouterr().err
-    _, counts = _counts(neo4j_db, dataset_name)
-    assert {k: counts[k] for k in ("users", "items", "CLICK", "COLLECT", "CART", "BUY", "BUY:train", "BUY:valid",
-                                   "BUY:test")} == {"users": 34, "items": 1689, "CLICK": 1614, "COLLECT": 18,
-                                                    "CART": 67, "BUY": 34, "BUY:train": 20, "BUY:valid": 4,
-                                                    "BUY:test": 10}
-    # the most repeated triple: 9 clicks, the first at 2014-12-05 19
-    assert _edges(neo4j_db.driver, dataset_name, "CLICK")[("104221274", "170338856")] == (None, 1417806000, 9)
+    (a valid one each). By its registered name: no --source (the registry's file) and no --config
+    (the registry's preset, configs/tianchi.yaml)."""
+    dataset_name = "tianchi_sample"
+    try:
+        code = _ingest(neo4j_db, dataset_name)
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert "configs/tianchi.yaml" in err and f"{TIANCHI.parent} (" in err
+        _, counts = _counts(neo4j_db, dataset_name)
+        assert {k: counts[k] for k in ("users", "items", "CLICK", "COLLECT", "CART", "BUY", "BUY:train", "BUY:valid",
+                                       "BUY:test")} == {"users": 34, "items": 1689, "CLICK": 1614, "COLLECT": 18,
+                                                        "CART": 67, "BUY": 34, "BUY:train": 20, "BUY:valid": 4,
+                                                        "BUY:test": 10}
+        # the most repeated triple: 9 clicks, the first at 2014-12-05 19
+        assert _edges(neo4j_db.driver, dataset_name, "CLICK")[("104221274", "170338856")] == (None, 1417806000, 9)
+    finally:
+        load.delete_dataset(neo4j_db.driver, dataset_name)
 
 
 # A long-format log with its test purchases in a separate file (Retailrocket's layout).
@@ -118,7 +127,7 @@ def test_a_separate_test_file_round_trips_with_a_time_based_valid_split(neo4j_db
     assert buys[("a", "4")][1] is None and buys[("a", "1")][1] == 12
 
 
-@pytest.mark.skipif(not (RETAILROCKET / "events.csv").is_file(), reason="../shared/data/retailrocket is not here")
+@pytest.mark.skipif(not (RETAILROCKET / "events.csv").is_file(), reason="retailrocket is not on this machine ($GRAPHREC_DATA or a mirror)")
 def test_retailrocket_with_its_published_test_purchases(neo4j_db, dataset_name, capsys):
     code = _ingest(neo4j_db, dataset_name, "--source", str(RETAILROCKET / "events.csv"), "--test",
                    str(RETAILROCKET / "test.csv"), "--config", str(ROOT / "configs/retailrocket.yaml"))
