@@ -200,6 +200,9 @@ DATASETS: tuple[Dataset, ...] = (
         license="Retailrocket on Kaggle: CC BY-NC-SA 4.0; SSLRec: Apache-2.0; cite Retailrocket and CML",
         citation="Wei et al., Contrastive Meta Learning with Behavior Multiplicity for Recommendation, WSDM 2022",
         source="events.csv", test_file="test.csv",
+        inputs=tuple(Upstream("HKUDS/SSLRec", "7597c31ce3f78c7497918d886b90df6d4d02cad5",
+                              f"datasets/multi_behavior/retail_rocket/{f}")
+                     for f in ("trn_view", "trn_cart", "trn_buy", "test_mat.pkl")),
         no_url="HKUDS/SSLRec@7597c31 (datasets/multi_behavior/retail_rocket/) publishes this set as pickled scipy "
                "matrices, and unpickling a download runs whatever code it holds; graphrec reads the long-format "
                "CSV made from them, which no public URL serves",
@@ -542,7 +545,8 @@ def info(name: str) -> str:
         lines.append(f"    {f.name:<22} {size:>14}  {pin}{'  (optional)' if f.optional else ''}")
         lines.append(f"      {f.about}" + (f"; from {f.upstream.url}" if f.upstream else ""))
     if d.inputs:
-        lines.append(f"  made by `{d.prepare}` from the published files:")
+        lines.append(f"  made by `{d.prepare}` from the published files:" if d.prepare else
+                     "  converted (outside graphrec) from the published files:")
         lines += [f"    {u.url}" + (f" ({u.size:,} B)" if u.size else "") for u in d.inputs]
     if d.no_url:
         lines.append(f"  download: from a mirror ({ENV_MIRROR}) or a local copy only: {d.no_url}")
