@@ -443,10 +443,11 @@ def _fetch_files(ds: Dataset, dest: Path, url_of: Callable[[DataFile], str], say
         say(f"fetching {url}")
         try:
             _download(url, target, f, progressbar)
-        except DatasetError:
+        except DatasetError as e:
             if not f.optional:
                 raise
-            say(f"  {f.name} is optional and could not be fetched; {ds.name} is complete without it")
+            say(f"  {f.name} is optional and was not fetched ({str(e).splitlines()[0]}); {ds.name} is complete "
+                f"without it")
 
 
 def _fetch_prepared(ds: Dataset, dest: Path, say: Log, progressbar: bool) -> None:
