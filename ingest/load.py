@@ -190,6 +190,9 @@ def ensure_schema(driver: neo4j.Driver, database: str | None = None) -> None:
         s.run("CALL db.awaitIndexes(300)").consume()
 
 
+DELETING = "deleting"  # the status of a dataset whose delete began and has not finished
+
+
 def dataset_state(driver: neo4j.Driver, dataset: str, database: str | None = None) -> dict | None:
     with driver.session(database=database) as s:
         rec = s.run("MATCH (d:Dataset {name: $name}) RETURN properties(d) AS p", name=dataset).single()
@@ -198,9 +201,12 @@ def dataset_state(driver: neo4j.Driver, dataset: str, database: str | None = Non
 
 def delete_dataset(driver: neo4j.Driver, dataset: str, database: str | None = None,
                    progress: Progress | None = None) -> None:
-    """Remove a dataset's nodes, relationships and record, in bounded transactions."""
+    """Remove a dataset's nodes, relationships and record, in bounded transactions. The record is
+    marked ``deleting`` first and removed last, so an interrupted delete is visible (never a
+    ``complete`` dataset with nodes missing) and running it again, or ingesting again, finishes it."""
     progress = progress or Progress(stream=None)
     with driver.session(database=database) as s:
+        s.run("MATCH (d:Dataset {name: $name}) SET d.status = $status", name=dataset, status=DELETING).consume()
         with progress.phase("delete old dataset", unit="steps") as ph:
             for label in (USER_LABEL, ITEM_LABEL):
                 s.run(cypher(DELETE_NODES, LABEL=label), dataset=dataset).consume()
@@ -226,7 +232,9 @@ def ingest(
     ensure_schema(driver, database)
     state = dataset_state(driver, ds, database)
     outcome = "loaded"
-    if state is not None and replace:
+    if state is not None and (replace or state.get("status") == DELETING):
+        if not replace:
+            progress.note(f"finishing the interrupted delete of {ds!r} first")
         delete_dataset(driver, ds, database, progress)
         state = None
     elif state is not None and state.get("fingerprint") != prepared.fingerprint:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import neo4j
 from neo4j import GraphDatabase
@@ -34,9 +35,37 @@ class Target:
         return self.uri is None
 
 
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(:\d{1,5})?")
+
+
 def redact(uri: str) -> str:
-    """A URI with any user:password@ part removed."""
-    return re.sub(r"(//)[^/@]*@", r"\1", uri)
+    """A URI fit to show: scheme, host and port (and a plain path) only; credentials, query and
+    fragment become ``<redacted>``. A password may hold ``/ @ : ? #``, which end a URL parser's
+    authority early; so an ``@`` anywhere past the authority makes the host the part after the
+    last ``@``, and when no clean host:port can be told, nothing but the scheme is shown."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        scheme, rest = "", uri
+    authority, tail = re.match(r"([^/?#]*)(.*)", rest, re.S).groups()
+    if "@" in tail:
+        authority, tail = re.match(r"([^/?#]*)(.*)", rest.rpartition("@")[2], re.S).groups()
+        credentials = True
+    else:
+        credentials, _, authority = authority.rpartition("@")
+    path, query = re.match(r"([^?#]*)(.*)", tail, re.S).groups()
+    if _HOST_PORT.fullmatch(authority) and re.fullmatch(r"[A-Za-z0-9._/\-]*", path):
+        shown = ("<redacted>@" if credentials else "") + authority + path + ("?<redacted>" if query else "")
+    else:
+        shown = "<redacted>"
+    return f"{scheme}://{shown}" if sep else shown
+
+
+def scrub(text: str, secrets: tuple[str | None, ...]) -> str:
+    """``text`` with every secret replaced, for messages built from a driver's exception."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text
 
 
 def resolve(
@@ -90,7 +119,8 @@ def connect(target: Target, log: Callable[[str], None] = print) -> neo4j.Driver:
     except Exception as exc:
         driver.close()
         raise ConnectionError(
-            f"cannot reach Neo4j at {redact(uri)}: {type(exc).__name__}: {exc}. "
+            f"cannot reach Neo4j at {redact(uri)}: {type(exc).__name__}: "
+            f"{scrub(str(exc), (target.password, target.uri, uri))}. "
             "Check the URI and credentials (NEO4J_URI, NEO4J_USERNAME, NEO4J_PASSWORD), "
             "or omit --uri to use the managed local server."
         ) from None
