@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from graphrec.errors import BadValue
+
 EXIT_INPUT = 2  # bad input or usage
 EXIT_FAILURE = 1  # the work itself failed (server, integrity)
 
@@ -190,7 +192,7 @@ def cmd_cypher(args: argparse.Namespace) -> int:
     for item in args.param or []:
         k, sep, v = item.partition("=")
         if not sep:
-            raise ValueError(f"--param expects key=value, got {item!r}")
+            raise BadValue(f"--param expects key=value, got {item!r}")
         raw[k] = v
     params = query.bind(raw)
     driver, database = _driver(args)
@@ -206,7 +208,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from graphrec.inspect import dataset_report, snapshot_report
 
     if (args.dataset is None) == (args.snapshot is None):
-        raise ValueError("give exactly one of --dataset NAME (the graph in Neo4j) or --snapshot DIR (an export)")
+        raise BadValue("give exactly one of --dataset NAME (the graph in Neo4j) or --snapshot DIR (an export)")
     if args.snapshot is not None:
         from graphrec import snapshot
 
@@ -273,7 +275,7 @@ def _snapshot_for(args: argparse.Namespace) -> Path:
     if args.snapshot:
         return Path(args.snapshot)
     if not args.dataset:
-        raise ValueError("give --dataset NAME (exported from Neo4j if needed) or --snapshot DIR")
+        raise BadValue("give --dataset NAME (exported from Neo4j if needed) or --snapshot DIR")
     path = default_snapshot_dir(args.home, args.dataset)
     _export_if_missing(args, args.dataset, path, f"no snapshot of {args.dataset!r} in {path}")
     return path
@@ -296,9 +298,8 @@ def _export_if_missing(args: argparse.Namespace, dataset: str, path: Path, why: 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from graphrec.config import load_config, model_params, train_config
-    from graphrec.train import fit
-
     from graphrec.models import get_model
+    from graphrec.train import fit
 
     cfg = load_config(_config_path(args), list(args.set or []))
     params = model_params(cfg, args.model)
@@ -309,7 +310,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if get_model(args.model).stage == "ranking":
         return _train_ranking(args, cfg, params)
     if args.recall_run:
-        raise ValueError(f"--recall-run is for ranking models; {args.model!r} is a recall model")
+        raise BadValue(f"--recall-run is for ranking models; {args.model!r} is a recall model")
     snapshot_path = _snapshot_for(args)
     run = Path(args.run) if args.run else (Path(args.home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "runs"
                                            / f"{snapshot_path.name}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -323,10 +324,10 @@ def _train_ranking(args: argparse.Namespace, cfg, params) -> int:
     from graphrec.ranking.train import fit_ranking
 
     if not args.recall_run:
-        raise ValueError(f"{args.model!r} is a ranking model: give --recall-run DIR, a recall run trained under the "
+        raise BadValue(f"{args.model!r} is a ranking model: give --recall-run DIR, a recall run trained under the "
                          "honest protocol (e.g. graphrec train --model hpmr --dataset beibei)")
     if args.resume:
-        raise ValueError("--resume is for recall runs; a ranking run is short, start it again in a new --run")
+        raise BadValue("--resume is for recall runs; a ranking run is short, start it again in a new --run")
     run = Path(args.run) if args.run else (Path(args.home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "runs"
                                            / f"{Path(args.recall_run).name}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     _recall_snapshot_from_neo4j(args)
@@ -391,7 +392,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ranking = [_is_ranking_run(r) for r in args.run]
     if any(ranking):
         if not all(ranking):
-            raise ValueError("--run mixes recall and ranking runs; evaluate them separately")
+            raise BadValue("--run mixes recall and ranking runs; evaluate them separately")
         return _evaluate_ranking(args)
     device = pick_device(args.device)
     ks = [int(k) for k in args.ks.split(",")]
@@ -434,7 +435,7 @@ def _by_sparsity(args: argparse.Namespace, opened: list, ks: list[int], device) 
 
     hashes = {info.snapshot_manifest_sha256 for _, info, *_ in opened}
     if len(hashes) > 1:
-        raise ValueError("--by-sparsity compares runs on the same snapshot; these runs were trained on different ones")
+        raise BadValue("--by-sparsity compares runs on the same snapshot; these runs were trained on different ones")
     _, info, _, data, _ = opened[0]
     from graphrec import snapshot as snap
 
@@ -468,8 +469,9 @@ def _by_sparsity(args: argparse.Namespace, opened: list, ks: list[int], device) 
 
 def _all_known(data):
     """Every target item a user has in the snapshot (negatives of the sampled protocol avoid them)."""
-    from graphrec.evaluate import UserItems
     import numpy as np
+
+    from graphrec.evaluate import UserItems
 
     pairs = [data.edges[data.meta.target]] + [(np.repeat(np.arange(len(t.indptr) - 1), np.diff(t.indptr.numpy())),
                                                t.indices.numpy()) for t, _ in data.eval_sets.values()]
@@ -676,27 +678,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# Errors that end a command with a message instead of a traceback, by qualified class name: only
-# modules the command actually imported are involved (a GPU host running `train` has no neo4j).
-INPUT_ERRORS = frozenset({
-    "ingest.readers.InputError", "graphrec.config.ConfigError", "graphrec.queries.QueryError",
-    "ingest.load.DatasetConflict", "graphrec.inspect.DatasetNotFound", "graphrec.snapshot.SnapshotError",
-    "graphrec.sparsity.SparsityError", "graphrec.datasets.UnknownDataset",
-    "builtins.ValueError", "builtins.KeyError",
-})
-FAILURE_ERRORS = frozenset({
-    "ingest.load.IntegrityError", "graphrec.export.ExportError", "graphrec.train.TrainError",
-    "graphrec.compat.DGLUnavailable", "graphrec.neo4j.server.Neo4jRuntimeError", "builtins.ConnectionError",
-    "graphrec.datasets.DatasetError",
-})
-
-
 def exit_code(exc: BaseException) -> int | None:
-    """EXIT_INPUT or EXIT_FAILURE for the errors graphrec reports as messages; None for bugs."""
-    names = {f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__}
-    if names & INPUT_ERRORS:
+    """EXIT_INPUT for graphrec's input errors, EXIT_FAILURE for work that failed (and a connection
+    that could not be made); None for everything else, which is a bug and keeps its traceback."""
+    from graphrec.errors import UserError, WorkFailed
+
+    if isinstance(exc, UserError):
         return EXIT_INPUT
-    if names & FAILURE_ERRORS:
+    if isinstance(exc, (WorkFailed, ConnectionError)):
         return EXIT_FAILURE
     return None
 

@@ -16,10 +16,12 @@ import sys
 import types
 from pathlib import Path
 
+from graphrec.errors import WorkFailed
+
 _GRAPHBOLT = "dgl.graphbolt"
 
 
-class DGLUnavailable(ImportError):
+class DGLUnavailable(WorkFailed, ImportError):
     """DGL is not installed or cannot be imported in this environment."""
 
 

@@ -14,8 +14,10 @@ from typing import Any, Union
 
 import yaml
 
+from graphrec.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration file or override that does not match the schema."""
 
 

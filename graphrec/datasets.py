@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from graphrec.errors import UserError, WorkFailed
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 ENV_DATA = "GRAPHREC_DATA"
@@ -43,11 +45,11 @@ RETRIES = 2  # after a failed or corrupt transfer: pooch waits 1 s, 2 s and star
 Log = Callable[[str], None]
 
 
-class DatasetError(Exception):
+class DatasetError(WorkFailed):
     """A data set cannot be found, fetched or verified; the message names what and the fix."""
 
 
-class UnknownDataset(DatasetError):
+class UnknownDataset(UserError, DatasetError):
     """A name that is not in the registry (bad input, not a failed fetch)."""
 
 

@@ -57,6 +57,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphrec.errors import BadValue
+
 NdcgIdeal = Literal["standard", "hits"]
 Pairs = tuple[Tensor, Tensor]
 
@@ -90,7 +92,7 @@ def _check_range(ids: Tensor, bound: int, name: str) -> None:
 def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     out = tuple(sorted({int(k) for k in ks}))
     if not out or out[0] < 1:
-        raise ValueError(f"ks must be a non-empty list of positive cut-offs, got {list(ks)}")
+        raise BadValue(f"ks must be a non-empty list of positive cut-offs, got {list(ks)}")
     return out
 
 
@@ -281,7 +283,7 @@ def evaluate_full(score_fn: Callable[[Tensor], Tensor], users: np.ndarray | Tens
     """
     ks = _check_ks(ks)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise BadValue(f"batch_size must be >= 1, got {batch_size}")
     users = _eval_users(users, test, exclude, n_items)
     n_test = test.counts().cpu()
     device = torch.device(device)

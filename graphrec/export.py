@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from graphrec import snapshot as snap
+from graphrec.errors import WorkFailed
 from graphrec.progress import Progress
 from graphrec.schema import SPLITS, Behaviors, cypher, rel_type
 
@@ -39,7 +40,7 @@ RETURN EXISTS { MATCH (:User {dataset: $dataset})-[r:${REL}]->(:Item) WHERE r[$p
 """
 
 
-class ExportError(RuntimeError):
+class ExportError(WorkFailed, RuntimeError):
     """The dataset cannot be exported as it is (missing, incomplete, or counts changed)."""
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import neo4j
 
+from graphrec.errors import UserError
 from graphrec.progress import format_table
 from graphrec.queries import get_query, run_query
 from graphrec.schema import Behaviors, rel_type
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from graphrec.snapshot import Snapshot
 
 
-class DatasetNotFound(LookupError):
+class DatasetNotFound(UserError, LookupError):
     pass
 
 

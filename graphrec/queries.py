@@ -21,12 +21,13 @@ from typing import Any
 
 import neo4j
 
+from graphrec.errors import BadValue, UserError
 from graphrec.progress import format_table
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
 
-class QueryError(ValueError):
+class QueryError(UserError, ValueError):
     """A query that does not exist, or parameters that do not fit it."""
 
 
@@ -72,7 +73,7 @@ def _convert(p: Param, value: str, query: str) -> Any:
     try:
         if p.type == "bool":
             if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(value)
+                raise BadValue(value)
             return value.lower() in ("true", "1")
         return _TYPES[p.type](value)
     except ValueError:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from graphrec.errors import BadValue
 from graphrec.schema import RECOMMENDED_TYPE, cypher
 from graphrec.train import open_model
 
@@ -27,7 +28,7 @@ class Recommendation:
 def recommend(run_dir: str | Path, users: list[str], k: int = 10, device: str = "cpu",
               snapshot_path: str | Path | None = None) -> list[Recommendation]:
     if k < 1:
-        raise ValueError(f"-k must be >= 1; got {k}")
+        raise BadValue(f"-k must be >= 1; got {k}")
     info, model, data, graphs = open_model(run_dir, device, snapshot_path)
     from graphrec import snapshot as snap
 

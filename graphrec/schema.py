@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from itertools import combinations
 
+from graphrec.errors import BadValue, UserError
+
 SCHEMA_VERSION = 1
 
 USER_LABEL = "User"
@@ -54,7 +56,7 @@ BEHAVIOR_NAME_RULE = ("a behavior name is lowercase letters and digits in words 
                       "the prefix 'rev_' or the name 'recommended' (e.g. view, add_to_wishlist, transaction)")
 
 
-class BehaviorNameError(ValueError):
+class BehaviorNameError(UserError, ValueError):
     """A behavior name that cannot become a relationship type (see :data:`BEHAVIOR_NAME_RULE`)."""
 
 
@@ -138,11 +140,11 @@ class Behaviors:
 
     def __post_init__(self) -> None:
         if len(self.order) < 1:
-            raise ValueError("a dataset needs at least one behavior (the target)")
+            raise BadValue("a dataset needs at least one behavior (the target)")
         for b in self.order:
             check_behavior(b)
         if len(set(self.order)) != len(self.order):
-            raise ValueError(f"behavior order {list(self.order)} repeats a behavior")
+            raise BadValue(f"behavior order {list(self.order)} repeats a behavior")
 
     @classmethod
     def parse(cls, text: str | list[str] | tuple[str, ...]) -> "Behaviors":

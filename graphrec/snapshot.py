@@ -30,6 +30,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from graphrec.errors import UnknownId, UserError
 from graphrec.schema import SCHEMA_VERSION, SPLITS, Behaviors
 
 FORMAT = "graphrec-snapshot"
@@ -48,7 +49,7 @@ _COLUMNS = {"user": np.int32, "item": np.int32, "split": np.int8, "holdout": np.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-class SnapshotError(ValueError):
+class SnapshotError(UserError, ValueError):
     """A snapshot is missing, corrupt, or inconsistent with its manifest."""
 
 
@@ -73,7 +74,7 @@ class IdMap:
         try:
             return self._index[str(key)]
         except KeyError:
-            raise KeyError(f"unknown {self.node_type} {key!r}: not in this dataset "
+            raise UnknownId(f"unknown {self.node_type} {key!r}: not in this dataset "
                            f"({len(self):,} {self.node_type}s; keys look like {self.keys[0]!r})") from None
 
     def indices(self, keys: Iterable[str]) -> np.ndarray:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from graphrec.errors import UserError
 from graphrec.snapshot import IdMap
 
 
-class SparsityError(ValueError):
+class SparsityError(UserError, ValueError):
     pass
 
 

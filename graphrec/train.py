@@ -25,6 +25,7 @@ import torch
 from graphrec import snapshot as snap
 from graphrec.adjacency import SparseAdj, normalized_bipartite
 from graphrec.config import TrainConfig
+from graphrec.errors import WorkFailed
 from graphrec.evaluate import UserItems, evaluate_full
 from graphrec.models import GraphMeta, Recommender, build_model, get_model
 from graphrec.models.base import Batch
@@ -47,7 +48,7 @@ PROTOCOL_NOTES = {
 }
 
 
-class TrainError(RuntimeError):
+class TrainError(WorkFailed, RuntimeError):
     pass
 
 

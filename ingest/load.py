@@ -20,9 +20,18 @@ import numpy as np
 import pandas as pd
 
 from graphrec.config import SplitConfig
+from graphrec.errors import BadValue, UserError, WorkFailed
 from graphrec.progress import PhaseResult, Progress
-from graphrec.schema import (DATASET_NAME_RE, ITEM_LABEL, SCHEMA_VERSION, USER_LABEL, Behaviors,
-                             DerivedRelation, cypher, rel_type)
+from graphrec.schema import (
+    DATASET_NAME_RE,
+    ITEM_LABEL,
+    SCHEMA_VERSION,
+    USER_LABEL,
+    Behaviors,
+    DerivedRelation,
+    cypher,
+    rel_type,
+)
 from ingest.readers import Interactions
 from ingest.split import assign_splits
 
@@ -96,11 +105,11 @@ RETURN type(r) AS type, r.split AS split, count(*) AS n
 """
 
 
-class DatasetConflict(RuntimeError):
+class DatasetConflict(UserError, RuntimeError):
     """The dataset name already holds different data and --replace was not given."""
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(WorkFailed, RuntimeError):
     """The database's counts disagree with the input's after loading; the dataset stays incomplete."""
 
 
@@ -129,7 +138,7 @@ class IngestReport:
 
 def validate_dataset_name(name: str) -> str:
     if not DATASET_NAME_RE.match(name or ""):
-        raise ValueError(
+        raise BadValue(
             f"dataset name {name!r} is not allowed: use 1–64 letters, digits, '_', '.', '-' (starting with a letter or digit)"
         )
     return name
@@ -146,7 +155,7 @@ def prepare(data: Interactions, dataset: str, split_cfg: SplitConfig) -> Prepare
         edges[b] = e
     target = data.behaviors.target
     if len(edges[target]) == 0:
-        raise ValueError(f"dataset {dataset!r} has no {target!r} interactions (the target behavior)")
+        raise BadValue(f"dataset {dataset!r} has no {target!r} interactions (the target behavior)")
     labels, method = assign_splits(edges[target], split_cfg, data.has_test_file)
     edges[target]["split"] = labels
     users = np.unique(frame["user"].to_numpy().astype(str))

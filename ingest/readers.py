@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from graphrec.errors import UserError
 from graphrec.schema import KNOWN_BEHAVIORS, Behaviors, normalize_behavior, suggest_behavior_name
 
 #: Per-user text format of the GHCF / HPMR data sets (Beibei, Taobao, Tmall): one line per user,
@@ -38,7 +39,7 @@ MAX_ID_LEN = 256
 SKIP_HINT = "or pass --skip-bad-rows to set such rows aside in a file and load the rest"
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Bad input: names the file, the line (or row), the offending value and how to fix it."""
 
     def __init__(self, path: Path | str, line: int | None, value: object, problem: str, fix: str):

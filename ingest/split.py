@@ -11,15 +11,16 @@ import numpy as np
 import pandas as pd
 
 from graphrec.config import SplitConfig
+from graphrec.errors import BadValue
 
 
 def resolve_method(cfg: SplitConfig, has_test_file: bool, has_timestamps: bool) -> str:
     if cfg.test == "auto":
         return "file" if has_test_file else ("last" if has_timestamps else "random")
     if cfg.test == "file" and not has_test_file:
-        raise ValueError("split.test=file, but the source has no test file; use last or random")
+        raise BadValue("split.test=file, but the source has no test file; use last or random")
     if cfg.test == "last" and not has_timestamps:
-        raise ValueError("split.test=last needs timestamps, and the source has none; use random")
+        raise BadValue("split.test=last needs timestamps, and the source has none; use random")
     return cfg.test
 
 

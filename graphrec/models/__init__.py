@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from graphrec.errors import BadValue
 from graphrec.models.base import Batch, GraphMeta, Recommender
 from graphrec.models.ehcf import EHCF, EHCFParams
 from graphrec.models.ghcf import GHCF, GHCFParams
@@ -13,8 +14,16 @@ from graphrec.models.lightgcn import LightGCN, LightGCNParams
 from graphrec.models.lightgcn_m import LightGCNM, LightGCNMParams
 from graphrec.models.nmtr import NMTR, NMTRParams
 from graphrec.ranking.dmt import DMT, DMTParams
-from graphrec.ranking.mtl import (MLPSingle, MLPSingleParams, MMoE, MMoEParams, PLE, PLEParams, SharedBottom,
-                                  SharedBottomParams)
+from graphrec.ranking.mtl import (
+    PLE,
+    MLPSingle,
+    MLPSingleParams,
+    MMoE,
+    MMoEParams,
+    PLEParams,
+    SharedBottom,
+    SharedBottomParams,
+)
 from graphrec.ranking.stan import STAN, STANParams
 
 
@@ -51,7 +60,7 @@ def get_model(name: str) -> ModelEntry:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; among choices: {', '.join(sorted(MODELS))}") from None
+        raise BadValue(f"unknown model {name!r}; among choices: {', '.join(sorted(MODELS))}") from None
 
 
 def build_model(name: str, params: Any, meta: GraphMeta) -> Recommender:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from graphrec.adjacency import SparseAdj
+from graphrec.errors import BadValue
 from graphrec.layers import dropout, xavier  # noqa: F401  (the models import them from here)
 from graphrec.losses import whole_data_loss
 
@@ -134,7 +135,7 @@ def check_per_behavior(meta: GraphMeta, model: str, **values: tuple[float, ...] 
         if v is None or len(v) == n:
             continue
         example = default_coefficient(n) if name == "coefficient" else (DEFAULT_NEG_WEIGHT,) * n
-        raise ValueError(
+        raise BadValue(
             f"models.{model}.{name} has {len(v)} value(s) {list(v)} but the cascade {' → '.join(meta.behaviors)} "
             f"needs {n}, one value per behavior in that order; fix: --set models.{model}.{name}="
             f"[{','.join(f'{x:.4g}' for x in example)}] (or your own {n} values), or leave {name} unset in the "

@@ -25,9 +25,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from graphrec.errors import BadValue
 from graphrec.losses import l2
-from graphrec.models.base import (Batch, GraphFreeRecommender, GraphMeta, Graphs, ScoreFn, bilinear_scorer,
-                                  resolve_per_behavior, dropout, weighted_whole_data_loss)
+from graphrec.models.base import (
+    Batch,
+    GraphFreeRecommender,
+    GraphMeta,
+    Graphs,
+    ScoreFn,
+    bilinear_scorer,
+    dropout,
+    resolve_per_behavior,
+    weighted_whole_data_loss,
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class EHCFParams:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.user_dropout < 1.0:
-            raise ValueError("user_dropout must be in [0, 1)")
+            raise BadValue("user_dropout must be in [0, 1)")
 
 
 def _uniform(*shape: int, bound: float) -> nn.Parameter:

@@ -13,9 +13,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphrec.errors import BadValue
 from graphrec.losses import l2
-from graphrec.models.base import (Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer,
-                                  resolve_per_behavior, drop_edges, dropout, weighted_whole_data_loss, xavier)
+from graphrec.models.base import (
+    Batch,
+    GraphMeta,
+    Graphs,
+    Recommender,
+    ScoreFn,
+    bilinear_scorer,
+    drop_edges,
+    dropout,
+    resolve_per_behavior,
+    weighted_whole_data_loss,
+    xavier,
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,7 @@ class GHCFParams:
 
     def __post_init__(self) -> None:
         if self.layers < 1:
-            raise ValueError("layers must be >= 1")
+            raise BadValue("layers must be >= 1")
 
 
 class GHCF(Recommender):

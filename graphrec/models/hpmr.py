@@ -22,9 +22,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphrec.adjacency import spmm
+from graphrec.errors import BadValue
 from graphrec.losses import l2, whole_data_loss
-from graphrec.models.base import (Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer,
-                                  resolve_per_behavior, drop_edges, dropout, xavier)
+from graphrec.models.base import (
+    Batch,
+    GraphMeta,
+    Graphs,
+    Recommender,
+    ScoreFn,
+    bilinear_scorer,
+    drop_edges,
+    dropout,
+    resolve_per_behavior,
+    xavier,
+)
 from graphrec.schema import derived_name
 
 Encoder = Literal["gccf", "lightgcn", "gcn", "ghcf", "ngcf"]
@@ -52,15 +63,15 @@ class HPMRParams:
 
     def __post_init__(self) -> None:
         if self.encoder not in ("gccf", "lightgcn", "gcn", "ghcf", "ngcf"):
-            raise ValueError(f"unknown encoder {self.encoder!r}; among choices: gccf, lightgcn, gcn, ghcf, ngcf")
+            raise BadValue(f"unknown encoder {self.encoder!r}; among choices: gccf, lightgcn, gcn, ghcf, ngcf")
         if self.layers < 1 or self.transfer_layers < 1:
-            raise ValueError("layers and transfer_layers must be >= 1")
+            raise BadValue("layers and transfer_layers must be >= 1")
         if not 0 <= self.mess_dropout < 1 or not 0 <= self.node_dropout < 1:
-            raise ValueError("mess_dropout and node_dropout are drop rates in [0, 1)")
+            raise BadValue("mess_dropout and node_dropout are drop rates in [0, 1)")
         if self.test_score not in ("main", "transfer"):
-            raise ValueError(f"unknown test_score {self.test_score!r}; among choices: main, transfer")
+            raise BadValue(f"unknown test_score {self.test_score!r}; among choices: main, transfer")
         if len(self.alpha) != 3:
-            raise ValueError(f"alpha needs three weights (main, transfer, unique); got {list(self.alpha)}")
+            raise BadValue(f"alpha needs three weights (main, transfer, unique); got {list(self.alpha)}")
 
     @property
     def ablation(self) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from graphrec.errors import BadValue
 from graphrec.losses import bpr_loss, l2
 from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer
 
@@ -25,7 +26,7 @@ class LightGCNParams:
 
     def __post_init__(self) -> None:
         if self.layers < 0:
-            raise ValueError("layers must be >= 0")
+            raise BadValue("layers must be >= 0")
 
 
 class LightGCN(Recommender):

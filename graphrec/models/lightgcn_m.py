@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphrec.errors import BadValue
 from graphrec.models.base import GraphMeta
 from graphrec.models.hpmr import HPMR, HPMRParams
 
@@ -34,7 +35,7 @@ class LightGCNMParams:
 
     def __post_init__(self) -> None:
         if self.layers < 1:
-            raise ValueError("layers must be >= 1")
+            raise BadValue("layers must be >= 1")
 
 
 class LightGCNM(HPMR):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphrec.errors import BadValue
 from graphrec.losses import bce_loss
 from graphrec.models.base import Batch, GraphFreeRecommender, GraphMeta, Graphs, ScoreFn, check_per_behavior
 
@@ -54,11 +55,11 @@ class NMTRParams:
 
     def __post_init__(self) -> None:
         if self.unit not in ("gmf", "mlp", "neumf"):
-            raise ValueError(f"unknown unit {self.unit!r}; among choices: gmf, mlp, neumf")
+            raise BadValue(f"unknown unit {self.unit!r}; among choices: gmf, mlp, neumf")
         if self.unit != "gmf" and (not self.mlp_layers or any(int(w) < 1 for w in self.mlp_layers)):
-            raise ValueError("mlp_layers must be a non-empty list of positive widths for the mlp and neumf units")
+            raise BadValue("mlp_layers must be a non-empty list of positive widths for the mlp and neumf units")
         if self.neg_ratio < 1:
-            raise ValueError("neg_ratio must be >= 1")
+            raise BadValue("neg_ratio must be >= 1")
 
 
 def cascade_logits(f: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import neo4j
 from neo4j import GraphDatabase
 
+from graphrec.errors import BadValue
 from graphrec.neo4j import server
 
 _SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
@@ -79,12 +80,12 @@ def resolve(
     if uri is not None:
         scheme = uri.split("://", 1)[0] if "://" in uri else ""
         if scheme not in _SCHEMES:
-            raise ValueError(
+            raise BadValue(
                 f"Neo4j URI {redact(uri)!r} has no supported scheme; use one of "
                 f"{', '.join(s + '://' for s in _SCHEMES)} (e.g. bolt://localhost:7687)"
             )
         if redact(uri) != uri:
-            raise ValueError(
+            raise BadValue(
                 f"Neo4j URI {redact(uri)!r} must not contain credentials; pass them in NEO4J_USERNAME / "
                 "NEO4J_PASSWORD (or --username / --password) instead"
             )

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from graphrec.errors import WorkFailed
+
 LAUNCHER_CLASS = "graphrec.Launcher"
 # From Neo4j 5.26's default neo4j.conf (server.jvm.additional): the page cache and Netty need these.
 JVM_FLAGS = (
@@ -43,7 +45,7 @@ db.tx_log.rotation.size=256M
 """
 
 
-class Neo4jRuntimeError(RuntimeError):
+class Neo4jRuntimeError(WorkFailed, RuntimeError):
     """The managed Neo4j could not be built, started or stopped."""
 
 

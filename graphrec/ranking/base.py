@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphrec.errors import BadValue
+
 
 @dataclass(frozen=True)
 class RankMeta:
@@ -99,7 +101,7 @@ class Ranker(nn.Module):
         self.meta = meta
         w = task_weights if task_weights is not None else (1.0,) * len(meta.tasks)
         if len(w) != len(meta.tasks):
-            raise ValueError(f"task_weights has {len(w)} values for {len(meta.tasks)} tasks {meta.tasks}")
+            raise BadValue(f"task_weights has {len(w)} values for {len(meta.tasks)} tasks {meta.tasks}")
         self.register_buffer("task_weights", torch.tensor(w, dtype=torch.float32), persistent=False)
 
     def logits(self, batch: RankBatch) -> Tensor:

@@ -37,12 +37,13 @@ import torch
 
 from graphrec import snapshot as snap
 from graphrec.config import RankingConfig
-from graphrec.ranking.base import RankBatch, RankMeta
+from graphrec.errors import UserError
 from graphrec.evaluate import masked_topk
+from graphrec.ranking.base import RankBatch, RankMeta
 from graphrec.train import member, open_model
 
 
-class RankingDataError(ValueError):
+class RankingDataError(UserError, ValueError):
     pass
 
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphrec.errors import BadValue
 from graphrec.layers import dropout as drop
 from graphrec.layers import xavier
 from graphrec.ranking.base import RankBatch, Ranker, RankMeta
@@ -65,9 +66,9 @@ class DMTParams:
         check_widths(tower=self.tower, bias_hidden=self.bias_hidden)
         check_rates(dropout=self.dropout, mlp_dropout=self.mlp_dropout, bias_dropout=self.bias_dropout)
         if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} must be a multiple of heads {self.heads}")
+            raise BadValue(f"dim {self.dim} must be a multiple of heads {self.heads}")
         if self.pos_weights is not None and any(w <= 0 for w in self.pos_weights):
-            raise ValueError(f"pos_weights must be positive; got {list(self.pos_weights)}")
+            raise BadValue(f"pos_weights must be positive; got {list(self.pos_weights)}")
 
 
 class Attention(nn.Module):
@@ -142,7 +143,7 @@ class DMT(Ranker):
         n_tasks, d = len(meta.tasks), params.dim
         pw = params.pos_weights if params.pos_weights is not None else (1.0,) * n_tasks
         if len(pw) != n_tasks:
-            raise ValueError(f"pos_weights has {len(pw)} values for {n_tasks} tasks {meta.tasks}")
+            raise BadValue(f"pos_weights has {len(pw)} values for {n_tasks} tasks {meta.tasks}")
         self.register_buffer("pos_weights", torch.tensor(pw, dtype=torch.float32), persistent=False)
         self.params = params
         self.features = FeatureEncoder(meta, d)

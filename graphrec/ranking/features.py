@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphrec.errors import BadValue
 from graphrec.layers import xavier
 from graphrec.ranking.base import RankBatch, RankMeta
 
@@ -32,9 +33,9 @@ class FeatureEncoder(nn.Module):
     def __init__(self, meta: RankMeta, dim: int):
         super().__init__()
         if dim < 1:
-            raise ValueError(f"dim must be >= 1; got {dim}")
+            raise BadValue(f"dim must be >= 1; got {dim}")
         if len(meta.seq_lengths) != len(meta.seq_behaviors):
-            raise ValueError(f"seq_lengths has {len(meta.seq_lengths)} values for {len(meta.seq_behaviors)} "
+            raise BadValue(f"seq_lengths has {len(meta.seq_lengths)} values for {len(meta.seq_behaviors)} "
                              f"sequence behaviors {meta.seq_behaviors}")
         self.meta, self.dim = meta, dim
         self.n_seq = len(meta.seq_behaviors)

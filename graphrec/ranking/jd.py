@@ -67,7 +67,6 @@ Per-impression dense features (the design choice)
 from __future__ import annotations
 
 import functools
-
 import math
 import re
 import struct

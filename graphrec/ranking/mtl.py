@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from graphrec.errors import BadValue
 from graphrec.layers import dropout as drop
 from graphrec.ranking.base import RankBatch, Ranker, RankMeta
 from graphrec.ranking.features import FeatureEncoder
-
 
 # ------------------------------------------------------------------------------------------ validation
 
@@ -32,22 +32,22 @@ def check_sizes(**values: int | tuple[int, ...]) -> None:
     for name, v in values.items():
         if isinstance(v, (tuple, list)):
             if not v or any(int(w) < 1 for w in v):
-                raise ValueError(f"{name} must be a non-empty list of positive widths; got {list(v)}")
+                raise BadValue(f"{name} must be a non-empty list of positive widths; got {list(v)}")
         elif int(v) < 1:
-            raise ValueError(f"{name} must be >= 1; got {v}")
+            raise BadValue(f"{name} must be >= 1; got {v}")
 
 
 def check_widths(**values: tuple[int, ...]) -> None:
     """Layer-width lists that may be empty (a tower of no hidden layer is one linear layer)."""
     for name, v in values.items():
         if any(int(w) < 1 for w in v):
-            raise ValueError(f"{name} must hold positive widths; got {list(v)}")
+            raise BadValue(f"{name} must hold positive widths; got {list(v)}")
 
 
 def check_rates(**values: float) -> None:
     for name, v in values.items():
         if not 0.0 <= v < 1.0:
-            raise ValueError(f"{name} is a drop rate in [0, 1); got {v}")
+            raise BadValue(f"{name} is a drop rate in [0, 1); got {v}")
 
 
 # ------------------------------------------------------------------------------------------ blocks

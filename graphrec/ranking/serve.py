@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from graphrec.errors import BadValue
 from graphrec.evaluate import UserItems
 from graphrec.ranking.data import RankingData
 from graphrec.ranking.train import open_ranking, predict, score_weights
@@ -29,11 +30,11 @@ def recommend_ranked(run_dir: str | Path, users: list[str], k: int = 10, device:
     """Top-k of each user's recall candidates by the ranking run's weighted task score. Seen items
     (every purchase the snapshot holds for the user) are excluded, as in one-stage ``recommend``."""
     if k < 1:
-        raise ValueError(f"-k must be >= 1; got {k}")
+        raise BadValue(f"-k must be >= 1; got {k}")
     info, rc, model, src = open_ranking(run_dir, device)
     w = np.asarray(weights, dtype=np.float32) if weights is not None else score_weights(rc, len(src.meta.tasks))
     if len(w) != len(src.meta.tasks):
-        raise ValueError(f"--weights has {len(w)} values for the tasks {', '.join(src.meta.tasks)}")
+        raise BadValue(f"--weights has {len(w)} values for the tasks {', '.join(src.meta.tasks)}")
     s = src.snapshot
     idx = s.users.indices(users)
     target = s.target

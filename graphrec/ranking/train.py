@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from graphrec.config import RankingConfig
+from graphrec.errors import UserError
 from graphrec.progress import STDERR, format_table
 from graphrec.ranking.base import Ranker
 from graphrec.ranking.data import CandidateSource, ListSet, RankingData, build
@@ -29,7 +30,7 @@ METRICS_FILE = "metrics.jsonl"
 BEST = "best.pt"
 
 
-class RankingError(RuntimeError):
+class RankingError(UserError, RuntimeError):
     pass
 
 
