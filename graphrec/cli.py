@@ -16,6 +16,32 @@ EXIT_INPUT = 2  # bad input or usage
 EXIT_FAILURE = 1  # the work itself failed (server, integrity)
 
 
+def _comma_list(kind: Callable[[str], object], what: str, minimum: float | None = None):
+    """An argparse type for ``a,b,c``: an empty or malformed entry is a usage error naming the flag."""
+
+    def parse(text: str) -> list:
+        out = []
+        for part in text.split(","):
+            part = part.strip()
+            try:
+                value = kind(part)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not {what}; e.g. "
+                                                 f"{'10,50' if kind is int else '1,0.5' if kind is float else 'view,cart,buy'}")
+            if minimum is not None and value < minimum:
+                raise argparse.ArgumentTypeError(f"{part!r} in {text!r} must be >= {minimum:g}")
+            out.append(value)
+        return out
+
+    return parse
+
+
+def _name(text: str) -> str:
+    if not text:
+        raise ValueError(text)
+    return text
+
+
 def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -88,7 +114,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     overrides = list(args.set or [])
     if args.behaviors:
-        overrides.append("ingest.behaviors=[" + args.behaviors + "]")
+        overrides.append("ingest.behaviors=" + json.dumps(args.behaviors))
     if args.format:
         overrides.append(f"ingest.format={args.format}")
     if args.seed is not None:
@@ -358,7 +384,7 @@ def _evaluate_ranking(args: argparse.Namespace) -> int:
     from graphrec.ranking.train import evaluate_lists, open_ranking, pick_device_name, predict, score_weights
 
     device = pick_device_name(args.device)
-    ks = [int(k) for k in args.ks.split(",")]
+    ks = args.ks
     rows, data_cache = [], {}
     for run in args.run:
         info, rc, model, src = open_ranking(run, device)
@@ -395,7 +421,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise BadValue("--run mixes recall and ranking runs; evaluate them separately")
         return _evaluate_ranking(args)
     device = pick_device(args.device)
-    ks = [int(k) for k in args.ks.split(",")]
+    ks = args.ks
     opened = []
     for run in args.run:
         info, model, data, graphs = open_model(run, device, args.snapshot)
@@ -506,7 +532,7 @@ def _recommend_ranked(args: argparse.Namespace) -> int:
     from graphrec.ranking.train import pick_device_name
     from graphrec.recommend import Recommendation, write_back
 
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    weights = args.weights
     recs, info = recommend_ranked(args.run, args.user, k=args.k, device=pick_device_name(args.device), weights=weights)
     tasks = list(recs[0].probs) if recs else []
     print(f"two-stage: candidates from {info['data']['recall_model']} ({info['recall_run']}), ordered by "
@@ -556,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(env GRAPHREC_DATASETS_MIRROR) instead of its upstream repositories")
     i.add_argument("--format", choices=["beibei", "taobao", "tmall", "ghcf", "csv", "parquet"],
                    help="source format (default: detected from the path)")
-    i.add_argument("--behaviors", help="behavior cascade, upstream first, target last, e.g. view,cart,buy")
+    i.add_argument("--behaviors", type=_comma_list(_name, "a behavior name"), help="behavior cascade, upstream first, target last, e.g. view,cart,buy")
     i.add_argument("--config", help="YAML config (default: configs/DATASET.yaml when graphrec ships that preset)")
     i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. ingest.split.seed=7")
     i.add_argument("--seed", type=int, help="seed of the train/valid/test split (default 2024)")
@@ -644,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "../shared/data/beibei/sparsity.split; default: quantile groups")
     v.add_argument("--n-groups", type=int, default=5, help="number of quantile groups without --groups")
     v.add_argument("--out", help="where --by-sparsity writes its CSV and plots (default: the first run)")
-    v.add_argument("--ks", default="10", help="comma-separated cut-offs, e.g. 10,50,100")
+    v.add_argument("--ks", default=[10], type=_comma_list(int, "a whole number", 1), help="comma-separated cut-offs, e.g. 10,50,100")
     v.add_argument("--sampled", action="store_true", help="also the 1 positive + N sampled negatives protocol")
     v.add_argument("--negatives", type=int, default=99)
     v.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
@@ -660,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--snapshot", help="snapshot directory if it moved since training")
     r.add_argument("--write-back", action="store_true", help="store the recommendations in Neo4j (replacing "
                    "this run's earlier ones for these users)")
-    r.add_argument("--weights", help="ranking runs: comma-separated weights of the task probabilities in behavior "
+    r.add_argument("--weights", type=_comma_list(float, "a number", 0), help="ranking runs: comma-separated weights of the task probabilities in behavior "
                    "order (default: ranking.score_weights of the run)")
     r.add_argument("--device", default="auto")
     _connection_args(r)

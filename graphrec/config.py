@@ -227,13 +227,15 @@ def _check_type(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(f"{path}: expected {getattr(origin, '__name__', origin)}, got {value!r}")
     if origin is float:
         return float(value)
+    args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+    if origin in (list, tuple) and len(args) == 1 and args[0] in (int, float, str, bool):
+        value = [_check_type(args[0], v, f"{path}[{k}]") for k, v in enumerate(value)]
+        return tuple(value) if origin is tuple else value
     if origin is tuple:
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        if args and args[0] is float:
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise ConfigError(f"{path}: expected a list of numbers, got {value!r}")
-            return tuple(float(v) for v in value)
         return tuple(value)
+    if origin is dict and len(args) == 2 and all(a in (int, float, str, bool) for a in args):
+        # keys are as YAML reads them; the values of a mapping such as ingest.columns are checked
+        return {k: _check_type(args[1], v, f"{path}.{k}") for k, v in value.items()}
     return value
 
 
@@ -249,7 +251,12 @@ def parse_override(text: str) -> dict:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value (e.g. ingest.split.seed=7); got {text!r}")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--set {key.strip()}: the value {raw[:80]!r} is not valid YAML ({first}); "
+                          f"quote a string (e.g. {key.strip()}='\"{raw[:20]}\"') or write a list as [a, b]") from None
     out: dict = {}
     node = out
     parts = key.strip().split(".")

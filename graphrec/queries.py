@@ -24,7 +24,16 @@ import neo4j
 from graphrec.errors import BadValue, UserError
 from graphrec.progress import format_table
 
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+#: Parameter types of the query files; ``count`` is a whole number >= 0 (e.g. for LIMIT).
+_TYPES = {"str": str, "int": int, "count": _count, "float": float, "bool": bool}
 
 
 class QueryError(UserError, ValueError):
@@ -77,7 +86,8 @@ def _convert(p: Param, value: str, query: str) -> Any:
             return value.lower() in ("true", "1")
         return _TYPES[p.type](value)
     except ValueError:
-        raise QueryError(f"query {query!r}: parameter {p.name} must be {p.type}, got {value!r}") from None
+        what = "a whole number >= 0" if p.type == "count" else p.type
+        raise QueryError(f"query {query!r}: parameter {p.name} must be {what}, got {value!r}") from None
 
 
 def cypher_dir() -> Path:

@@ -25,7 +25,7 @@ import torch
 from graphrec import snapshot as snap
 from graphrec.adjacency import SparseAdj, normalized_bipartite
 from graphrec.config import TrainConfig
-from graphrec.errors import WorkFailed
+from graphrec.errors import UserError, WorkFailed
 from graphrec.evaluate import UserItems, evaluate_full
 from graphrec.models import GraphMeta, Recommender, build_model, get_model
 from graphrec.models.base import Batch
@@ -50,6 +50,10 @@ PROTOCOL_NOTES = {
 
 class TrainError(WorkFailed, RuntimeError):
     pass
+
+
+class RunNotFound(UserError, FileNotFoundError):
+    """A --run that is not a run directory."""
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -246,7 +250,7 @@ def manifest_hash(path: Path) -> str:
 def load_run(run_dir: str | Path) -> RunInfo:
     f = Path(run_dir) / RUN_FILE
     if not f.is_file():
-        raise TrainError(f"{run_dir} is not a run directory (no {RUN_FILE}); train one with `graphrec train`")
+        raise RunNotFound(f"{run_dir} is not a run directory (no {RUN_FILE}); train one with `graphrec train`")
     data = json.loads(f.read_text())
     if data.get("stage") == "ranking":
         raise TrainError(f"{run_dir} is a ranking run; this needs a recall run (a graph model such as hpmr), e.g. "

@@ -32,7 +32,29 @@ def test_cypher_run_errors_name_the_fix(capsys):
     assert "needs --param type=... (str)" in capsys.readouterr().err
     assert main(["cypher", "run", "popular-items", "--param", "dataset=x", "--param", "type=BUY",
                  "--param", "limit=ten"]) == 2
-    assert "parameter limit must be int, got 'ten'" in capsys.readouterr().err
+    assert "parameter limit must be a whole number >= 0, got 'ten'" in capsys.readouterr().err
+    assert main(["cypher", "run", "popular-items", "--param", "dataset=x", "--param", "type=BUY",
+                 "--param", "limit=-1"]) == 2  # refused before Neo4j sees it
+    assert "parameter limit must be a whole number >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_list_flags_and_set_values_are_usage_errors_naming_the_flag(capsys, tiny_csv):
+    for argv, says in (
+        (["evaluate", "--run", "r", "--ks", "10,x"], "argument --ks: 'x' in '10,x' is not a whole number"),
+        (["evaluate", "--run", "r", "--ks", "0"], "argument --ks: '0' in '0' must be >= 1"),
+        (["ingest", "--dataset", "x", "--source", str(tiny_csv), "--behaviors", ","],
+         "argument --behaviors: '' in ',' is not a behavior name"),
+        (["recommend", "--run", "r", "--user", "1", "--weights", "1,x"], "argument --weights: 'x' in '1,x'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    for setting, says in (("ingest.columns.user=[a,b]", "ingest.columns.user: expected str, got ['a', 'b']"),
+                          ("ingest.split.seed=[1", "--set ingest.split.seed: the value '[1' is not valid YAML")):
+        assert main(["ingest", "--dataset", "x", "--source", str(tiny_csv), "--set", setting]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["evaluate", "--run", "/nonexistent"]) == 2
+    assert "/nonexistent is not a run directory" in capsys.readouterr().err
 
 
 def test_bad_dataset_name_and_config_key(capsys, tiny_csv):

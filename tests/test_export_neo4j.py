@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from conftest import TINY_EXPECTED_COUNTS, TINY_EXPECTED_DERIVED
 
 from graphrec import cli, graph
 from graphrec import snapshot as snap
@@ -11,8 +12,6 @@ from graphrec.export import ExportError, export_dataset
 from graphrec.inspect import dataset_report, snapshot_report
 from ingest import load
 from ingest.readers import read_source
-
-from conftest import TINY_EXPECTED_COUNTS, TINY_EXPECTED_DERIVED
 
 pytestmark = pytest.mark.neo4j
 
@@ -144,9 +143,9 @@ def test_recommend_write_back_replaces_the_runs_earlier_ones(neo4j_db, tiny_csv,
 
 def test_two_stage_recommend_write_back(neo4j_db, dataset_name, tmp_path, capsys):
     """ingest → export → honest recall run → ranking run → two-stage recommend --write-back."""
-    from graphrec.queries import get_query, run_query
-
     from test_ranking_data import ranking_snapshot
+
+    from graphrec.queries import get_query, run_query
 
     s = ranking_snapshot()
     folder = tmp_path / "folder"

@@ -5,12 +5,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_snapshot
 
 from graphrec import graph
 from graphrec import snapshot as snap
 from graphrec.compat import DGLUnavailable, graphbolt_is_placeholder, import_dgl
-
-from conftest import tiny_snapshot
 
 try:
     dgl = import_dgl()

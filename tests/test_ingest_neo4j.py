@@ -1,14 +1,13 @@
 """Ingest into the real Neo4j: known derived edge sets, count round trip, idempotence, failures."""
 
 import pytest
+from conftest import TINY_EXPECTED_COUNTS, TINY_EXPECTED_DERIVED
 
 from graphrec.config import SplitConfig
 from graphrec.neo4j import connection, server
 from graphrec.progress import Progress
 from ingest import load
 from ingest.readers import read_source
-
-from conftest import TINY_EXPECTED_COUNTS, TINY_EXPECTED_DERIVED
 
 pytestmark = pytest.mark.neo4j
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_models_contract import TINY_TRAIN, two_communities
 
 from graphrec import snapshot as snap
 from graphrec.config import load_config, model_params, train_config
@@ -18,8 +19,6 @@ from graphrec.models.base import Batch, GraphMeta
 from graphrec.models.ehcf import EHCFParams
 from graphrec.models.nmtr import NMTRParams, cascade_logits
 from graphrec.train import TrainData, _batches, behavior_pair_batches, sample_negatives
-
-from test_models_contract import TINY_TRAIN, two_communities
 
 T = torch.tensor
 

@@ -20,8 +20,16 @@ import torch.nn.functional as F
 from graphrec.ranking.base import RankBatch, Ranker, RankMeta
 from graphrec.ranking.dmt import DMT, DMTParams
 from graphrec.ranking.features import FeatureEncoder
-from graphrec.ranking.mtl import (MLPSingle, MLPSingleParams, MMoE, MMoEParams, PLE, PLEParams, SharedBottom,
-                                  SharedBottomParams)
+from graphrec.ranking.mtl import (
+    PLE,
+    MLPSingle,
+    MLPSingleParams,
+    MMoE,
+    MMoEParams,
+    PLEParams,
+    SharedBottom,
+    SharedBottomParams,
+)
 from graphrec.ranking.stan import STAN, STANParams, stage_params
 
 N_USERS, N_ITEMS, ROWS = 40, 30, 6

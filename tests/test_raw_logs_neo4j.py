@@ -163,12 +163,13 @@ def test_behavior_names_of_the_users_own_keep_the_given_order(neo4j_db, dataset_
                                    "LIKE_NOT_ADD_TO_WISHLIST")} == {
         "LIKE": 3, "SHARE": 2, "ADD_TO_WISHLIST": 1, "TRANSACTION": 3, "LIKE_NOT_SHARE": 2, "LIKE_NOT_ADD_TO_WISHLIST": 2}
     # and on to a snapshot, a heterograph and a trained model with the default per-behavior weights
-    from graphrec import graph, snapshot as snap
+    from test_models_contract import TINY_TRAIN
+
+    from graphrec import graph
+    from graphrec import snapshot as snap
     from graphrec.export import export_dataset
     from graphrec.models import MODELS
     from graphrec.train import fit
-
-    from test_models_contract import TINY_TRAIN
 
     exported = export_dataset(neo4j_db.driver, dataset_name, tmp_path / "snap")
     s = snap.read(exported.path)

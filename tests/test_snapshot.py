@@ -6,13 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import tiny_snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphrec import snapshot as snap
 from graphrec.schema import Behaviors
-
-from conftest import tiny_snapshot
 
 
 def test_build_sorts_edges_and_counts_splits():

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_models_contract import N_PER_SIDE, RECALL, TINY_PARAMS, TINY_TRAIN, assert_top1_is_held_out, held_out_item
 
 from graphrec import snapshot as snap
 from graphrec import train as train_mod
@@ -20,9 +21,6 @@ from graphrec.models import MODELS, build_model
 from graphrec.models.base import Batch, GraphMeta, default_coefficient
 from graphrec.schema import Behaviors
 from graphrec.train import TrainData, TrainError, _batches, fit, open_model
-
-from test_models_contract import (N_PER_SIDE, RECALL, TINY_PARAMS, TINY_TRAIN, assert_top1_is_held_out,
-                                  held_out_item)
 
 TRAIN, TEST = snap.SPLIT_CODES["train"], snap.SPLIT_CODES["test"]
 
