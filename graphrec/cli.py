@@ -375,7 +375,11 @@ def _recall_snapshot_from_neo4j(args: argparse.Namespace) -> None:
 
 def _is_ranking_run(run: str) -> bool:
     f = Path(run) / "run.json"
-    return f.is_file() and json.loads(f.read_text()).get("stage") == "ranking"
+    try:
+        info = json.loads(f.read_text()) if f.is_file() else None
+    except ValueError:
+        return False  # the recall loader says what is wrong with it
+    return isinstance(info, dict) and info.get("stage") == "ranking"
 
 
 def _evaluate_ranking(args: argparse.Namespace) -> int:

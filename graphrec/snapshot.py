@@ -16,6 +16,8 @@ gives the same hashes, and a directory is replaced atomically.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import gzip
 import hashlib
 import io
@@ -173,6 +175,8 @@ def write(snapshot: Snapshot, out: str | Path, *, overwrite: bool = True) -> Pat
         raise SnapshotError(f"snapshot {out} exists; pass --force to replace it")
     _validate_arrays(snapshot)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*"):  # left by a write that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a snapshot is meant to be shared and copied
     try:
@@ -196,18 +200,36 @@ def write(snapshot: Snapshot, out: str | Path, *, overwrite: bool = True) -> Pat
             "relations": relations, "files": files, "source": snapshot.source,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out.exists():
+        if not out.exists():
+            os.replace(tmp, out)
+        elif exchange(tmp, out):  # one step: readers see the old snapshot or the new, never neither
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # no renameat2 here: two renames, with a moment in which `out` is missing
             old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
             os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 with RENAME_EXCHANGE); False where the
+    system call or the file system does not support it."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _write_keys(path: Path, keys: np.ndarray) -> None:

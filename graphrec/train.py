@@ -30,9 +30,9 @@ from graphrec.evaluate import UserItems, evaluate_full
 from graphrec.models import GraphMeta, Recommender, build_model, get_model
 from graphrec.models.base import Batch
 from graphrec.progress import STDERR, format_table
+from graphrec.runs import RUN_FILE, load_weights, save_weights, write_atomic
 from graphrec.schema import derived_name
 
-RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -238,6 +238,7 @@ class RunInfo:
     snapshot_manifest_sha256: str
     device: str
     created: str
+    files: dict = dataclasses.field(default_factory=dict)  # SHA-256 of the weights files (graphrec.runs)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -251,10 +252,21 @@ def load_run(run_dir: str | Path) -> RunInfo:
     f = Path(run_dir) / RUN_FILE
     if not f.is_file():
         raise RunNotFound(f"{run_dir} is not a run directory (no {RUN_FILE}); train one with `graphrec train`")
-    data = json.loads(f.read_text())
+    try:
+        data = json.loads(f.read_text())
+    except ValueError as exc:
+        raise RunNotFound(f"{f} is not valid JSON ({exc}); the run directory is damaged: train a new run") from None
+    if not isinstance(data, dict):
+        raise RunNotFound(f"{f} holds {type(data).__name__}, not a run's record; train a new run")
     if data.get("stage") == "ranking":
         raise TrainError(f"{run_dir} is a ranking run; this needs a recall run (a graph model such as hpmr), e.g. "
                          f"its --recall-run {data.get('recall_run')}")
+    names = {fl.name for fl in dataclasses.fields(RunInfo)}
+    required = {fl.name for fl in dataclasses.fields(RunInfo) if fl.default is dataclasses.MISSING
+                and fl.default_factory is dataclasses.MISSING}
+    if set(data) - names or required - set(data):
+        raise RunNotFound(f"{f} is not a recall run's record (keys {sorted(data)}; expected {sorted(names)}); "
+                          "train a new run")
     return RunInfo(**data)
 
 
@@ -279,7 +291,7 @@ def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot
     cls = get_model(info.model).cls
     data = TrainData.for_model(s, tc, cls, device)
     model = build_model(info.model, params, data.meta).to(device)
-    state = torch.load(Path(run_dir) / weights, map_location=device, weights_only=True)
+    state = load_weights(Path(run_dir), weights, device)
     model.load_state_dict(state["model"] if "model" in state else state)
     model.eval()
     return info, model, data, data.graphs(cls.relations(data.meta), device)
@@ -377,7 +389,7 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
         if (prev.model, prev.snapshot_manifest_sha256) != (info.model, info.snapshot_manifest_sha256) or not same_params:
             raise TrainError(f"--resume: {run_dir} was trained with a different model, params or snapshot; "
                              "start a new run directory instead")
-        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        ckpt = load_weights(run_dir, CHECKPOINT, dev)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
@@ -386,14 +398,15 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
         # metrics written after the checkpoint (a run stopped between evaluations) are redone
         rows = (run_dir / METRICS_FILE).read_text().splitlines()
         (run_dir / METRICS_FILE).write_text("".join(r + "\n" for r in rows[:state["epoch"]]))
-        (run_dir / RUN_FILE).write_text(info.to_json())  # epochs and patience may change on resume
+        info = dataclasses.replace(info, files=prev.files)  # the hashes of the files written so far
+        write_atomic(run_dir / RUN_FILE, info.to_json().encode())  # epochs and patience may change on resume
         _say(log, f"resuming {run_dir} after epoch {state['epoch']}")
     else:
         if (run_dir / METRICS_FILE).exists():
             raise TrainError(f"run directory {run_dir} already holds a run; pass --resume to continue it or "
                              "choose another --run")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RUN_FILE).write_text(info.to_json())
+        write_atomic(run_dir / RUN_FILE, info.to_json().encode())
     how = (f"early stop on {data.selection} by {tc.metric}" if data.selection else
            f"{tc.epochs} epochs, test evaluated once at the end")
     _say(log, f"{model_name} on {s.dataset} ({data.meta.n_users:,} users, {data.meta.n_items:,} items, behaviors "
@@ -421,7 +434,7 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
                 value = m[tc.metric]
                 if state["best"] is None or value >= state["best"]:
                     state.update(best=value, best_epoch=epoch + 1, bad=0)
-                    torch.save({"model": model.state_dict()}, run_dir / BEST)
+                    save_weights({"model": model.state_dict()}, run_dir, BEST)
                     line += "  *"
                 else:
                     state["bad"] += 1
@@ -430,10 +443,10 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
             metrics_f.flush()
             _say(log, line)
             if data.selection is None and last:
-                torch.save({"model": model.state_dict()}, run_dir / BEST)  # fixed: the final weights
+                save_weights({"model": model.state_dict()}, run_dir, BEST)  # fixed: the final weights
             if checkpoint:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                            "torch_rng": torch.get_rng_state(), "state": json.dumps(state)}, run_dir / CHECKPOINT)
+                save_weights({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                              "torch_rng": torch.get_rng_state(), "state": json.dumps(state)}, run_dir, CHECKPOINT)
             if on_epoch is not None:
                 on_epoch(epoch + 1, row)
             if state["bad"] >= tc.patience:

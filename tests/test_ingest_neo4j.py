@@ -201,3 +201,16 @@ def test_partial_phase_is_redone_not_duplicated(neo4j_db, tiny_csv, dataset_name
               ds=dataset_name).consume()
     report = load.ingest(neo4j_db.driver, prepared)
     assert report.outcome == "resumed" and report.counts == TINY_EXPECTED_COUNTS
+
+
+def test_the_managed_servers_files_are_private(neo4j_server):
+    """No authentication on the managed server, so nobody but its user may reach its files."""
+    import stat
+
+    if neo4j_server.uri:
+        pytest.skip("NEO4J_URI names a server graphrec does not manage")
+    home = neo4j_server.home
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    shared = [p for p in (home / "neo4j").rglob("*")
+              if not p.is_symlink() and stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert not shared, shared[:5]

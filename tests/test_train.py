@@ -119,3 +119,63 @@ def test_cli_train_evaluate_recommend(tmp_path, capsys):
     assert "unknown model 'nope'; among choices:" in capsys.readouterr().err
     assert cli.main(["evaluate", "--run", str(tmp_path)]) == cli.EXIT_INPUT  # a wrong --run is bad input
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_weights_are_written_atomically_hashed_and_checked_on_load(tmp_path, capsys):
+    """best.pt and checkpoint.pt arrive by rename with their SHA-256 in run.json; a flipped byte, a
+    truncated or empty file, and a run.json of the wrong shape are refused with exit 2, never used."""
+    import dataclasses
+    import shutil
+
+    from graphrec.runs import CheckpointError, sha256
+    from graphrec.train import open_model
+
+    path = snap.write(two_communities(), tmp_path / "snap")
+    tc = dataclasses.replace(TINY_TRAIN, epochs=2, eval_every=1, patience=100)
+    run = tmp_path / "run"
+    fit("ghcf", tiny_params("ghcf"), tc, path, run, device="cpu", log=None)
+    files = json.loads((run / "run.json").read_text())["files"]
+    assert files == {"best.pt": sha256(run / "best.pt"), "checkpoint.pt": sha256(run / "checkpoint.pt")}
+    assert not list(run.glob(".*.tmp"))
+    open_model(run)  # intact: loads
+    good = (run / "best.pt").read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x01
+    (run / "best.pt").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match=rf"best.pt is damaged: SHA-256 \w+, run.json records {files['best.pt']}"):
+        open_model(run)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--run", str(run)]) == cli.EXIT_INPUT
+    assert "is damaged" in capsys.readouterr().err
+    # a file with no recorded hash (a run from before hashes) is still checked for being loadable
+    info = json.loads((run / "run.json").read_text())
+    info["files"] = {}
+    (run / "run.json").write_text(json.dumps(info))
+    for broken in (good[: len(good) // 3], b""):
+        (run / "best.pt").write_bytes(broken)
+        with pytest.raises(CheckpointError, match="cannot be read"):
+            open_model(run)
+    (run / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="checkpoint.pt cannot be read"):
+        fit("ghcf", tiny_params("ghcf"), dataclasses.replace(tc, epochs=3), path, run, device="cpu", resume=True,
+            log=None)
+    # run.json that is JSON of another shape
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    for text in ("[1, 2]", '{"model": "ghcf"}', "{not json"):
+        (other / "run.json").write_text(text)
+        assert cli.main(["evaluate", "--run", str(other)]) == cli.EXIT_INPUT
+        assert "train a new run" in capsys.readouterr().err
+
+
+def test_snapshot_rewrite_swaps_in_one_step_and_cleans_stale_temporaries(tmp_path, monkeypatch):
+    out = snap.write(two_communities(), tmp_path / "snap")
+    stale = tmp_path / ".snap.killed-write"
+    stale.mkdir()
+    swaps = []
+    real = snap.exchange
+    monkeypatch.setattr(snap, "exchange", lambda a, b: swaps.append((a, b)) or real(a, b))
+    snap.write(two_communities(), out)
+    assert swaps and swaps[0][1] == out and not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap"]  # no temporary or old copy is left
+    assert snap.read(out).n_users == two_communities().n_users

@@ -142,10 +142,26 @@ def status(home: Path | None = None) -> ServerInfo | None:
     return info
 
 
+def make_private(home: Path) -> None:
+    """``home`` and the server's files readable and writable by this user only: the managed server
+    has no authentication, so its files must not be writable by other local users."""
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    d = _server_dir(home)
+    d.mkdir(mode=0o700, exist_ok=True)
+    for root, dirs, files in os.walk(d):  # a server directory made by an older graphrec
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o600)
+
+
 @contextmanager
 def _lock(home: Path) -> Iterator[None]:
+    make_private(home)
     d = _server_dir(home)
-    d.mkdir(parents=True, exist_ok=True)
     with open(d / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -195,8 +211,8 @@ def start(
             offset = logfile.stat().st_size if logfile.exists() else 0
             with open(logfile, "ab") as out:
                 # A new session: the server outlives this command and is stopped by `graphrec neo4j stop`.
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, umask=0o077)  # its files: 0600, dirs 0700
             log(f"starting Neo4j (pid {proc.pid}) on 127.0.0.1:{port}, data in {sdir / 'data'} ...")
             ready = _wait_ready(proc, logfile, offset, port, timeout)
             if ready:

@@ -24,8 +24,8 @@ from graphrec.progress import STDERR, format_table
 from graphrec.ranking.base import Ranker
 from graphrec.ranking.data import CandidateSource, ListSet, RankingData, build
 from graphrec.ranking.metrics import grouped_auc, list_metrics
+from graphrec.runs import RUN_FILE, load_weights, save_weights, write_atomic
 
-RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 BEST = "best.pt"
 
@@ -109,7 +109,7 @@ def fit_ranking(model_name: str, params: Any, rc: RankingConfig, recall_run: str
     info = {"stage": "ranking", "model": model_name, "params": dataclasses.asdict(params),
             "ranking": dataclasses.asdict(rc), "recall_run": str(Path(recall_run).resolve()), "data": data.info,
             "device": str(dev), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_atomic(run_dir / RUN_FILE, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     gen = torch.Generator().manual_seed(rc.seed)
     # selection on the retrieved candidates: the appended rows' recall scores sit below every retrieved one by
     # construction, so their AUC rewards ignoring the recall score rather than ranking well
@@ -134,7 +134,7 @@ def fit_ranking(model_name: str, params: Any, rc: RankingConfig, recall_run: str
                     + f"  final ndcg@{rc.ks[-1]} {m[f'final_ndcg@{rc.ks[-1]}']:.4f}")
             if best is None or m[target_auc] > best:
                 best, best_epoch, bad = m[target_auc], epoch, 0
-                torch.save({"model": model.state_dict()}, run_dir / BEST)
+                save_weights({"model": model.state_dict()}, run_dir, BEST)
                 line += "  *"
             else:
                 bad += 1
@@ -144,7 +144,7 @@ def fit_ranking(model_name: str, params: Any, rc: RankingConfig, recall_run: str
             if bad >= rc.patience:
                 _say(log, f"no improvement of valid {target_auc} for {rc.patience} epochs: stopping")
                 break
-    model.load_state_dict(torch.load(run_dir / BEST, map_location=dev, weights_only=True)["model"])
+    model.load_state_dict(load_weights(run_dir, BEST, dev)["model"])
     test = evaluate_lists(predict(model, data, data.lists["test"], dev), data.lists["test"], data.meta.tasks,
                           weights, rc.ks)
     results = {"model": model_name, "best_epoch": best_epoch, "epochs_run": epoch, "valid_" + target_auc: best,
@@ -184,7 +184,7 @@ def open_ranking(run_dir: str | Path, device: torch.device | str = "cpu"
     src = CandidateSource.from_config(info["recall_run"], rc, device=str(device))
     params = _build(get_model(info["model"]).params, info["params"], f"models.{info['model']}")
     model = build_model(info["model"], params, src.meta).to(device)
-    model.load_state_dict(torch.load(Path(run_dir) / BEST, map_location=device, weights_only=True)["model"])
+    model.load_state_dict(load_weights(Path(run_dir), BEST, device)["model"])
     model.eval()
     return info, rc, model, src
 
