@@ -11,8 +11,9 @@ source itself holds the test purchases), ``count`` (occurrences after de-duplica
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,8 @@ PER_USER_FORMATS = ("ghcf", "beibei", "taobao", "tmall")
 LONG_FORMATS = ("csv", "parquet")
 FORMATS = PER_USER_FORMATS + LONG_FORMATS
 MAX_ID_LEN = 256
+MAX_TS_LEN = 40  # longer than any date/time or Unix time; a longer value is refused before parsing
+MAX_SHOWN = 120  # characters of an offending value that an error message repeats
 SKIP_HINT = "or pass --skip-bad-rows to set such rows aside in a file and load the rest"
 
 
@@ -45,7 +48,10 @@ class InputError(UserError, ValueError):
     def __init__(self, path: Path | str, line: int | None, value: object, problem: str, fix: str):
         self.path, self.line, self.value, self.problem, self.fix = Path(path), line, value, problem, fix
         where = f"{self.path}:{line}" if line is not None else f"{self.path}"
-        super().__init__(f"{where}: {problem}: {value!r}\n  fix: {fix}")
+        shown = repr(value)
+        if len(shown) > MAX_SHOWN:  # a 20 MB field is not echoed back
+            shown = f"{shown[:MAX_SHOWN]}... ({len(str(value)):,} characters)"
+        super().__init__(f"{where}: {problem}: {shown}\n  fix: {fix}")
 
 
 @dataclass
@@ -206,22 +212,13 @@ def _parse_per_user_file(f: Path, skip_bad_rows: bool) -> tuple[list[str], list[
 # Long-format logs: one row per interaction, columns user, item, behavior[, timestamp]
 
 
-def _read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, int, str]:
+def _read_table(path: Path, fmt: str, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, int, str]:
     """The raw table as strings, the number of its first data line and the word for a line."""
     if not path.is_file():
         raise InputError(path, None, str(path), f"a {fmt} source must be a file", "point --source at the log file")
     if fmt == "csv":
         sep = "\t" if ".tsv" in "".join(path.suffixes).lower() else ","
-        try:
-            raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False)
-        except pd.errors.EmptyDataError:
-            raise InputError(path, 1, "", "file is empty",
-                             "a long-format log needs a header line 'user,item,behavior[,timestamp]' and rows") from None
-        except pd.errors.ParserError as exc:
-            line = _parser_error_line(str(exc))
-            raise InputError(path, line, str(exc).strip().splitlines()[-1], "malformed CSV row",
-                             "every row needs the same number of fields as the header, " + SKIP_HINT) from None
-        return raw, 2, "line"
+        return _read_csv(path, sep, skip_bad_rows), 2, "line"
     try:
         raw = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises many types for unreadable files
@@ -252,7 +249,8 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
               skip_bad_rows: bool, *, behavior_values: dict[str, str] | None = None, time_format: str | None = None,
               test_file: Path | None = None) -> Interactions:
     names = {k: columns.get(k, k) for k in ("user", "item", "behavior", "timestamp")}
-    raw, first_line, unit = _read_table(path, fmt)
+    raw, first_line, unit = _read_table(path, fmt, skip_bad_rows)
+    malformed = raw.attrs.get("malformed")
     missing = [k for k in ("user", "item", "behavior") if names[k] not in raw.columns]
     if missing:
         raise InputError(path, 1 if fmt == "csv" else None, list(map(str, raw.columns)),
@@ -265,7 +263,9 @@ def read_long(path: Path, fmt: str, behaviors: list[str] | None, columns: dict[s
     order, mapping = _behavior_order(path, beh_raw, behaviors, behavior_values or {})
     frame, rejected, has_ts = _long_rows(path, raw, names, beh_raw.map(mapping), beh_raw, order, first_line, unit,
                                          skip_bad_rows, time_format)
-    files, raw_rows = [path], len(raw)
+    if malformed is not None and len(malformed):
+        rejected = pd.concat([malformed, rejected], ignore_index=True)
+    files, raw_rows = [path], len(raw) + (0 if malformed is None else len(malformed))
     if test_file is not None:
         test, test_rejected, test_ts = _read_test_file(test_file, names, order, skip_bad_rows, time_format)
         frame = pd.concat([frame, test], ignore_index=True)
@@ -287,7 +287,7 @@ def _read_test_file(path: Path, names: dict[str, str], order: Behaviors, skip_ba
     if not path.exists():
         raise InputError(path, None, str(path), "test file does not exist",
                          "check the path given with --test (or ingest.test_file)")
-    raw, first_line, unit = _read_table(path, detect_format(path))  # its own format, by its suffix
+    raw, first_line, unit = _read_table(path, detect_format(path))  # its own format, by its suffix (strict)
     missing = [k for k in ("user", "item") if names[k] not in raw.columns]
     if missing:
         raise InputError(path, 1, list(map(str, raw.columns)), f"missing column(s) "
@@ -309,7 +309,7 @@ def _long_rows(path: Path, raw: pd.DataFrame, names: dict[str, str], behavior: p
                ) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
     """Validated rows (user, item, behavior, split[, ts]), the rejected ones, whether there are timestamps."""
     n = len(raw)
-    line_no = np.arange(first_line, first_line + n)
+    line_no = raw.attrs.get("lines", np.arange(first_line, first_line + n))
     user = raw[names["user"]].astype(str).str.strip()
     item = raw[names["item"]].astype(str).str.strip()
 
@@ -323,16 +323,19 @@ def _long_rows(path: Path, raw: pd.DataFrame, names: dict[str, str], behavior: p
 
     flag(user == "", user, "empty user id")
     flag(item == "", item, "empty item id")
+    for ids, what in ((user, "user"), (item, "item")):
+        # a newline in an id breaks every later line-based file (the snapshot's id lists); NUL never loads
+        flag(ids.str.contains(r"[\x00-\x1f\x7f]", regex=True), ids,
+             f"{what} id contains a control character (newline, tab, NUL)")
     flag(user.str.len() > MAX_ID_LEN, user, f"user id longer than {MAX_ID_LEN} characters")
     flag(item.str.len() > MAX_ID_LEN, item, f"item id longer than {MAX_ID_LEN} characters")
     flag(behavior.isna(), beh_raw, f"unknown behavior (this dataset's behaviors: {', '.join(order.order)})")
     ts = None
     has_ts = names["timestamp"] in raw.columns
     if has_ts:
-        ts, bad_ts = _parse_timestamps(raw[names["timestamp"]].astype(str).str.strip(), time_format)
-        flag(bad_ts, raw[names["timestamp"]].astype(str),
-             f"timestamp does not match the format {time_format!r}" if time_format else
-             "timestamp is neither a number nor a date/time")
+        ts, ts_reason = _parse_timestamps(raw[names["timestamp"]].astype(str).str.strip(), time_format)
+        for why in ts_reason.dropna().unique():
+            flag(ts_reason == why, raw[names["timestamp"]].astype(str), why)
 
     bad = reasons.notna()
     rejected = pd.DataFrame({"file": str(path), "line": line_no[bad.to_numpy()], "value": values[bad].astype(str),
@@ -350,11 +353,15 @@ def _long_rows(path: Path, raw: pd.DataFrame, names: dict[str, str], behavior: p
                    f"behavior of its own, give the whole cascade in order, e.g. --behaviors "
                    f"{','.join((*order.order[:-1], name, order.target))}; or map raw values (e.g. codes) onto "
                    "names with --set 'ingest.behavior_values={1: view, 2: cart, 3: buy}'")
+        elif reason.startswith("timestamp") and "unit" in reason:
+            fix = "write every timestamp of the column in one unit (e.g. all Unix seconds)"
         elif reason.startswith("timestamp"):
-            fix = ("use Unix seconds or a date/time such as 2024-05-01T12:00:00 or 2014-12-06 02 (hour), or give "
+            fix = ("use Unix seconds (or ms, µs, ns) or a date/time such as 2024-05-01T12:00:00 or 2014-12-06 02 (hour), or give "
                    "the log's format with --set 'ingest.time_format=%d/%m/%Y %H:%M'")
         elif "longer than" in reason:
             fix = f"shorten ids to at most {MAX_ID_LEN} characters"
+        elif "control character" in reason:
+            fix = "remove newlines, tabs and NUL bytes from ids (a quoted CSV field can hold them)"
         raise InputError(path, int(line_no[first]), values.iloc[first], f"{unit} {int(line_no[first])}: {reason}",
                          fix + ", " + SKIP_HINT)
     keep = ~bad
@@ -365,27 +372,158 @@ def _long_rows(path: Path, raw: pd.DataFrame, names: dict[str, str], behavior: p
     return frame, rejected, has_ts
 
 
-def _parser_error_line(msg: str) -> int | None:
-    m = re.search(r"line (\d+)", msg)
-    return int(m.group(1)) if m else None
+def _open_text(path: Path):
+    """The file's lines as bytes (gunzipped for .gz)."""
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _header(path: Path, sep: str) -> list[str]:
+    try:
+        with _open_text(path) as fh:
+            first = fh.readline(1 << 20)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(path, None, path.name, f"cannot be read ({exc})",
+                         "a .gz source must be gzip-compressed text; otherwise name it without .gz") from None
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(path, 1, first[:MAX_SHOWN], "the header line is not UTF-8 text",
+                         "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+    if not text.strip():
+        raise InputError(path, 1, "", "file is empty",
+                         "a long-format log needs a header line 'user,item,behavior[,timestamp]' and rows")
+    return next(csv.reader([text], delimiter=sep))
+
+
+def _read_csv(path: Path, sep: str, skip_bad_rows: bool = False) -> pd.DataFrame:
+    """Every field as a string; a row with more or fewer fields than the header, or text that is
+    not UTF-8, is refused with its line (pyarrow is strict where pandas pads or shifts columns).
+    With ``skip_bad_rows`` such rows are set aside instead (``attrs["malformed"]``; the other
+    rows keep their line numbers in ``attrs["lines"]``)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header = _header(path, sep)
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise InputError(path, 1, dup, "the header names a column twice", "give every column its own name")
+    try:
+        table = pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(delimiter=sep),
+            convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except (pa.ArrowInvalid, OSError, EOFError) as exc:
+        err = _diagnose(path, sep, header, exc)
+        if not skip_bad_rows or err.line is None:
+            raise err from None
+        return _read_csv_slowly(path, sep, header)
+    if table.column_names and table.column_names[0].startswith("\ufeff"):
+        table = table.rename_columns([table.column_names[0][1:], *table.column_names[1:]])
+    return table.to_pandas()
+
+
+def _read_csv_slowly(path: Path, sep: str, header: list[str]) -> pd.DataFrame:
+    """Row by row, setting aside rows with the wrong number of fields or bytes that are not UTF-8."""
+    rows, lines, bad = [], [], []
+    with _open_text(path) as fh:
+        for no, raw in enumerate(fh, start=1):
+            if no == 1:
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append((str(path), no, repr(raw[:MAX_SHOWN]), "not UTF-8 text"))
+                continue
+            fields = next(csv.reader([text], delimiter=sep), [])
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                bad.append((str(path), no, text.rstrip("\r\n")[:MAX_SHOWN],
+                            f"{len(fields)} fields, the header has {len(header)}"))
+                continue
+            rows.append(fields)
+            lines.append(no)
+    out = pd.DataFrame(rows, columns=header, dtype=object)
+    out.attrs["lines"] = np.asarray(lines, dtype=np.int64)
+    out.attrs["malformed"] = pd.DataFrame(bad, columns=["file", "line", "value", "reason"])
+    return out
+
+
+def _diagnose(path: Path, sep: str, header: list[str], exc: Exception) -> InputError:
+    """The line and value behind a failed fast read (the slow pass runs only after a failure)."""
+    try:
+        with _open_text(path) as fh:
+            for no, raw in enumerate(fh, start=1):
+                try:
+                    text = raw.decode("utf-8-sig" if no == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    return InputError(path, no, raw[:MAX_SHOWN], "not UTF-8 text",
+                                      "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+                fields = next(csv.reader([text], delimiter=sep), [])
+                if no > 1 and fields and len(fields) != len(header):
+                    more = len(fields) > len(header)
+                    return InputError(path, no, text.rstrip("\r\n"),
+                                      f"{len(fields)} fields, the header has {len(header)}",
+                                      f"every row needs the header's fields ({sep.join(header)}); "
+                                      + ("quote a value that holds the separator, " if more else
+                                         "an empty trailing field still needs its separator, ") + SKIP_HINT)
+    except (OSError, EOFError) as err:
+        return InputError(path, None, path.name, f"cannot be read ({err})",
+                          "a .gz source must be gzip-compressed text; otherwise name it without .gz")
+    return InputError(path, None, str(exc).splitlines()[0][:MAX_SHOWN], "malformed CSV",
+                      "check quoting (a quoted field must close its quote) and the separator, " + SKIP_HINT)
+
+
+#: Unix time units told apart by magnitude: seconds reach 1e11 only in the year 5138, so larger
+#: values are milliseconds (to 1e14), microseconds (to 1e17) or nanoseconds (to 1e20).
+TS_UNITS = ((1e11, 1, "seconds"), (1e14, 1e3, "milliseconds"), (1e17, 1e6, "microseconds"), (1e20, 1e9, "nanoseconds"))
 
 
 def _parse_timestamps(s: pd.Series, time_format: str | None = None) -> tuple[pd.arrays.IntegerArray, pd.Series]:
-    """Unix seconds (int/float strings) or date/time strings → Int64 seconds (UTC); empty → missing.
-    With ``time_format`` (strftime codes, e.g. ``%Y-%m-%d %H``) every value must match it exactly."""
+    """Unix time (seconds, or milliseconds, microseconds or nanoseconds, told apart by magnitude,
+    one unit per column) or date/time strings → Int64 seconds (UTC); empty → missing. With
+    ``time_format`` (strftime codes, e.g. ``%Y-%m-%d %H``) every value must match it exactly.
+    Returns the seconds and, per row, why its value was refused (None: fine)."""
     empty = s == ""
+    reason = pd.Series(None, index=s.index, dtype=object)
+    too_long = s.str.len() > MAX_TS_LEN
+    reason[too_long] = f"timestamp longer than {MAX_TS_LEN} characters"
+    usable = s.where(~empty & ~too_long)
     if time_format is not None:
-        parsed = pd.to_datetime(s.where(~empty), errors="coerce", utc=True, format=time_format, exact=True)
+        parsed = pd.to_datetime(usable, errors="coerce", utc=True, format=time_format, exact=True)
         out = _unix_seconds(parsed).astype("Int64")
-        return out.array, out.isna() & ~empty
-    num = pd.to_numeric(s.where(~empty), errors="coerce")
+        reason[out.isna() & ~empty & reason.isna()] = f"timestamp does not match the format {time_format!r}"
+        return out.array, reason
+    num = pd.to_numeric(usable, errors="coerce")
+    numeric = num.notna()
+    infinite = numeric & ~np.isfinite(num.where(numeric, 0.0))
+    reason[infinite] = "timestamp is not a finite number"
+    num = num.where(~infinite)
+    magnitude = num.abs()
+    reason[magnitude >= TS_UNITS[-1][0]] = "timestamp out of range (beyond nanoseconds since 1970)"
+    num = num.where(magnitude < TS_UNITS[-1][0])
+    band = np.searchsorted([u[0] for u in TS_UNITS], magnitude.where(num.notna(), 0.0), side="right")
+    if num.notna().any():
+        unit = int(pd.Series(band[num.notna().to_numpy()]).mode().iloc[0])
+        other = num.notna() & (band != unit)
+        reason[other] = (f"timestamp in another unit than the column's {TS_UNITS[unit][2]} "
+                         f"(a Unix time is in seconds, ms, µs or ns, one unit for the whole column)")
+        num = num.where(~other) / TS_UNITS[unit][1]
     out = num.round().astype("Int64")
-    need = num.isna() & ~empty
+    need = num.isna() & ~empty & reason.isna()
     if need.any():
-        parsed = pd.to_datetime(s[need], errors="coerce", utc=True, format="mixed")
-        out[need] = _unix_seconds(parsed).astype("Int64")
-    bad = out.isna() & ~empty
-    return out.array, bad
+        # 'now' or 'today 12' would parse, as a different time on every run: refused
+        relative = need & (~s.str.contains(r"\d", regex=True)
+                           | s.str.contains(r"(?i)\b(?:now|today|yesterday|tomorrow)\b", regex=True))
+        reason[relative] = "timestamp is relative (words such as 'now' or 'today' are not reproducible)"
+        dated = need & ~relative
+        if dated.any():
+            parsed = pd.to_datetime(s[dated], errors="coerce", utc=True, format="mixed")
+            out[dated] = _unix_seconds(parsed).astype("Int64").to_numpy()
+    reason[out.isna() & ~empty & reason.isna()] = "timestamp is neither a number nor a date/time"
+    return out.array, reason
 
 
 def _unix_seconds(parsed: pd.Series) -> pd.Series:

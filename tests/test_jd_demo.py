@@ -5,7 +5,6 @@ and DMT plus the ranking metrics on the result."""
 from __future__ import annotations
 
 import math
-import shutil
 import struct
 from pathlib import Path
 

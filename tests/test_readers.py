@@ -1,6 +1,5 @@
 """Readers: normalization, and every bad-input case names file, line, value and a fix."""
 
-from pathlib import Path
 
 import pytest
 
@@ -80,7 +79,7 @@ def test_malformed_csv_row(tmp_path):
     p = tmp_path / "log.csv"
     p.write_text("user,item,behavior\nu1,a,buy\nu1,b,buy,extra,fields\n")
     e = _err(p)
-    assert e.line == 3 and "malformed CSV row" in str(e)
+    assert e.line == 3 and "5 fields, the header has 3" in str(e)
 
 
 @pytest.mark.parametrize("content", ["", "\n\n"])
@@ -179,3 +178,48 @@ def test_a_separate_test_file_needs_the_log_columns_and_becomes_the_test_split(t
     test.write_text("customer,item\nu1,c\n")
     with pytest.raises(InputError, match="missing column.*'user' in the test file"):
         read_source(log, behaviors=["view", "buy"], test_file=test)
+
+
+@pytest.mark.parametrize("rows, line, says", [
+    ("u1,a,buy,1\nu1,b,buy\n", 3, "3 fields, the header has 4"),  # a missing trailing timestamp field
+    ("u1,a,buy,1,x\nu1,b,buy,2,y\n", 2, "5 fields, the header has 4"),  # one extra field in every row
+    ("u1,a,buy,1e20\n", 2, "timestamp out of range"),
+    ("u1,a,buy,inf\n", 2, "timestamp is not a finite number"),
+    ("u1,a,buy,123456789012345678901234\n", 2, "timestamp out of range"),
+    ("u1,a,buy,now\n", 2, "timestamp is relative"),
+    ("u1,a,buy,today\n", 2, "timestamp is relative"),
+    ("u1,a,buy,1417806000\nu1,b,buy,1417806000000\nu2,a,buy,1417806001\n", 3, "another unit than the column's seconds"),
+    ('"u\n1",a,buy,1\n', 2, "user id contains a control character"),
+    ("u1,a\x00b,buy,1\n", 2, "item id contains a control character"),
+    (f"u1,a,buy,{'9' * 1_000_000}\n", 2, "timestamp longer than 40 characters"),
+])
+def test_long_format_rows_accepted_wrongly_before_are_refused(tmp_path, rows, line, says):
+    p = tmp_path / "log.csv"
+    p.write_text("user,item,behavior,timestamp\n" + rows)
+    e = _err(p)
+    assert e.line == line and says in str(e) and "fix:" in str(e)
+    assert len(str(e)) < 1000  # a huge field is not echoed back
+
+
+def test_unix_milliseconds_and_nanoseconds_are_read_as_such(tmp_path):
+    for scale in (1_000, 1_000_000_000):
+        p = tmp_path / f"log{scale}.csv"
+        p.write_text(f"user,item,behavior,timestamp\nu1,a,buy,{1417806000 * scale}\nu1,b,buy,{1417806005 * scale}\n")
+        assert sorted(read_source(p).frame["ts"].tolist()) == [1417806000, 1417806005]
+
+
+def test_bytes_that_are_not_utf8_gzip_that_is_not_gzip_and_skipping_malformed_rows(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_bytes(b"user,item,behavior\nu1,a,buy\nu\xff2,b,buy\n")
+    e = _err(p)
+    assert e.line == 3 and "not UTF-8 text" in str(e) and "iconv" in str(e)
+    gz = tmp_path / "log.csv.gz"
+    gz.write_text("user,item,behavior\nu1,a,buy\n")
+    e = _err(gz)
+    assert "cannot be read" in str(e) and "gzip" in str(e)
+    bad = tmp_path / "mixed.csv"
+    bad.write_bytes(b"user,item,behavior\nu1,a,buy\nu1,b,buy,extra\nu\xff2,b,buy\nu3,c,buy\n")
+    data = read_source(bad, skip_bad_rows=True)
+    assert sorted(data.frame["user"]) == ["u1", "u3"]
+    assert sorted(zip(data.rejected["line"], data.rejected["reason"])) == [
+        (3, "4 fields, the header has 3"), (4, "not UTF-8 text")]

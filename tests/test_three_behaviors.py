@@ -9,7 +9,6 @@ a sub-cascade; the ``fixed`` protocol evaluates the test split once, after the l
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 import torch
 from test_models_contract import N_PER_SIDE, RECALL, TINY_PARAMS, TINY_TRAIN, assert_top1_is_held_out, held_out_item
@@ -18,7 +17,7 @@ from graphrec import snapshot as snap
 from graphrec import train as train_mod
 from graphrec.config import TrainConfig, load_config, model_params
 from graphrec.models import MODELS, build_model
-from graphrec.models.base import Batch, GraphMeta, default_coefficient
+from graphrec.models.base import GraphMeta, default_coefficient
 from graphrec.schema import Behaviors
 from graphrec.train import TrainData, TrainError, _batches, fit, open_model
 
