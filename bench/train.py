@@ -31,7 +31,7 @@ from graphrec.config import load_config, model_params, train_config  # noqa: E40
 from graphrec.models import build_model, get_model  # noqa: E402
 from graphrec.progress import format_table  # noqa: E402
 from graphrec.published import CAVEATS, published  # noqa: E402
-from graphrec.train import TrainData, _batches, evaluate_split, pick_device  # noqa: E402
+from graphrec.train import TrainData, _batches, evaluate_split, make_optimizer, pick_device  # noqa: E402
 
 def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.device, config: Path | None) -> list:
     s = snap.read(snapshot_path)
@@ -46,7 +46,7 @@ def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.dev
         graphs = data.graphs(entry.cls.relations(data.meta), device)
         model = build_model(name, model_params(cfg, name), data.meta).to(device)
         setup = time.perf_counter() - t0
-        opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+        opt = make_optimizer(model, tc)  # the configured one (Adagrad for EHCF and NMTR)
         gen = torch.Generator().manual_seed(tc.seed)
         times = []
         for epoch in range(epochs):

@@ -135,9 +135,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     data = read_source(source, cfg.format, cfg.behaviors, cfg.columns, skip_bad_rows=args.skip_bad_rows,
                        behavior_values=cfg.behavior_values, time_format=cfg.time_format, test_file=test_file)
     if len(data.rejected):
-        rejects = Path(args.rejects) if args.rejects else Path(args.home or ".graphrec") / "rejected" / f"{args.dataset}.tsv"
-        rejects.parent.mkdir(parents=True, exist_ok=True)
-        data.rejected.to_csv(rejects, sep="\t", index=False)
+        home = Path(args.home or os.environ.get("GRAPHREC_HOME") or ".graphrec")
+        rejects = Path(args.rejects) if args.rejects else home / "rejected" / f"{args.dataset}.tsv"
+        try:
+            rejects.parent.mkdir(parents=True, exist_ok=True)
+            tmp = rejects.with_name(f".{rejects.name}.tmp")
+            data.rejected.to_csv(tmp, sep="\t", index=False)
+            os.replace(tmp, rejects)
+        except OSError as exc:
+            raise BadValue(f"cannot write the rejected rows to {rejects} ({exc.strerror}); pass --rejects FILE in a "
+                           "folder you can write") from None
         _log(f"set aside {len(data.rejected):,} bad rows → {rejects}")
     prepared = load.prepare(data, args.dataset, cfg.split)
     read_s = time.perf_counter() - t0
@@ -512,11 +519,11 @@ def _all_known(data):
 def cmd_recommend(args: argparse.Namespace) -> int:
     from graphrec.progress import format_table
     from graphrec.recommend import recommend, write_back
-    from graphrec.train import load_run
+    from graphrec.train import load_run, pick_device
 
     if _is_ranking_run(args.run):
         return _recommend_ranked(args)
-    recs = recommend(args.run, args.user, k=args.k, device=args.device if args.device != "auto" else "cpu",
+    recs = recommend(args.run, args.user, k=args.k, device=str(pick_device(args.device)),  # auto: CUDA if any
                      snapshot_path=args.snapshot)
     print(format_table(["user", "rank", "item", "score"], [[r.user, r.rank, r.item, f"{r.score:.4f}"] for r in recs]))
     if args.write_back:

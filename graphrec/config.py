@@ -273,12 +273,24 @@ def model_params(config: Config, name: str) -> Any:
     unknown = sorted(set(config.models) - set(MODELS))
     if unknown:
         raise ConfigError(f"models: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(MODELS))}")
+    for other, section in config.models.items():  # a typo in any model's section is an error, not just this one's
+        if other != name:
+            _build(get_model(other).params, section or {}, f"models.{other}")
     entry = get_model(name)
     return _build(entry.params, config.models.get(name) or {}, f"models.{name}")
 
 
 def train_config(config: Config, name: str) -> TrainConfig:
-    """``config.train`` with ``config.model_train[name]`` applied on top, strictly."""
+    """``config.train`` with ``config.model_train[name]`` applied on top, strictly (every entry of
+    ``model_train`` must name a model and hold train keys, whichever model is trained)."""
+    from graphrec.models import MODELS
+
+    unknown = sorted(set(config.model_train) - set(MODELS))
+    if unknown:
+        raise ConfigError(f"model_train: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(MODELS))}")
+    for other, section in config.model_train.items():
+        if other != name and section:
+            _build(TrainConfig, _merge(dataclasses.asdict(config.train), section), f"model_train.{other}")
     over = config.model_train.get(name) or {}
     if not over:
         return config.train

@@ -271,10 +271,23 @@ def load_run(run_dir: str | Path) -> RunInfo:
 
 
 def params_from_dict(model: str, data: dict) -> Any:
-    entry = get_model(model)
-    hints = {f.name: f for f in dataclasses.fields(entry.params)}
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in hints}
-    return entry.params(**kwargs)
+    """A run's recorded params, strictly: a key this graphrec does not know means the run was made
+    by another version, and its weights would not fit the model built here."""
+    from graphrec.config import ConfigError, _build
+
+    try:
+        return _build(get_model(model).params, data, f"run.json params of {model}")
+    except ConfigError as exc:
+        raise RunNotFound(f"{exc}; the run was made by another graphrec version: retrain it") from None
+
+
+def _recorded_train(info: RunInfo) -> TrainConfig:
+    from graphrec.config import ConfigError, _build
+
+    try:
+        return _build(TrainConfig, info.train, "run.json train")
+    except ConfigError as exc:
+        raise RunNotFound(f"{exc}; the run was made by another graphrec version: retrain it") from None
 
 
 def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot_path: str | Path | None = None,
@@ -286,7 +299,7 @@ def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot
         raise TrainError(f"snapshot {path} is not the one run {run_dir} was trained on (manifest hash differs); "
                          "pass the right --snapshot or retrain")
     s = snap.read(path)
-    tc = TrainConfig(**{k: v for k, v in info.train.items()})
+    tc = _recorded_train(info)
     params = params_from_dict(info.model, info.params)
     cls = get_model(info.model).cls
     data = TrainData.for_model(s, tc, cls, device)
@@ -344,6 +357,13 @@ def evaluate_split(model: Recommender, graphs, data: TrainData, split: str, ks, 
                              device=device, per_user=per_user)
 
 
+def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``train.optimizer`` names (EHCF and NMTR train with Adagrad, as published)."""
+    if tc.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=tc.lr)
+    return torch.optim.Adagrad(model.parameters(), lr=tc.lr, initial_accumulator_value=1e-8)
+
+
 def optimize_epoch(steps: Iterable[tuple[torch.Tensor, dict[str, float]]], opt: torch.optim.Optimizer
                    ) -> tuple[float, float, dict[str, float]]:
     """One optimizer step per ``(loss, parts)`` that ``steps`` yields (lazily, so each loss is
@@ -373,8 +393,7 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
     data = TrainData.for_model(s, tc, entry.cls, dev)
     graphs = data.graphs(entry.cls.relations(data.meta), dev)
     model = build_model(model_name, params, data.meta).to(dev)
-    opt = (torch.optim.Adam(model.parameters(), lr=tc.lr) if tc.optimizer == "adam"
-           else torch.optim.Adagrad(model.parameters(), lr=tc.lr, initial_accumulator_value=1e-8))
+    opt = make_optimizer(model, tc)
     info = RunInfo(model_name, dataclasses.asdict(params), dataclasses.asdict(tc), s.dataset,
                    str(Path(snapshot_path).resolve()), manifest_hash(Path(snapshot_path)), str(dev),
                    time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -394,6 +413,8 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if dev.type == "cuda" and ckpt.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         state = json.loads(ckpt["state"])
         # metrics written after the checkpoint (a run stopped between evaluations) are redone
         rows = (run_dir / METRICS_FILE).read_text().splitlines()
@@ -445,8 +466,10 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
             if data.selection is None and last:
                 save_weights({"model": model.state_dict()}, run_dir, BEST)  # fixed: the final weights
             if checkpoint:
+                cuda_rng = torch.cuda.get_rng_state_all() if dev.type == "cuda" else []  # dropout on the GPU
                 save_weights({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                              "torch_rng": torch.get_rng_state(), "state": json.dumps(state)}, run_dir, CHECKPOINT)
+                              "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "state": json.dumps(state)},
+                             run_dir, CHECKPOINT)
             if on_epoch is not None:
                 on_epoch(epoch + 1, row)
             if state["bad"] >= tc.patience:
@@ -485,7 +508,7 @@ def finish(run_dir: str | Path, *, log: TextIO | None = STDERR, device: str = "c
     """Evaluate the best weights on the test split, write results.md/json and the curve."""
     run_dir = Path(run_dir)
     info, model, data, graphs = open_model(run_dir, device)
-    tc = TrainConfig(**info.train)
+    tc = _recorded_train(info)
     ks = sorted(set(tc.ks) | {10})
     dev = torch.device(device)
     results = {}

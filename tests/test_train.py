@@ -94,6 +94,21 @@ def test_strict_model_config(tmp_path):
         model_params(load_config(None, ["models.hpmr.encoder=gccn"]), "hpmr")
     with pytest.raises(ConfigError, match="train.metric must be"):
         load_config(None, ["train.metric=hr@20"])
+    # every section is checked, whichever model is trained
+    with pytest.raises(ConfigError, match=r"models.ghcf: unknown key\(s\) 'layrs'"):
+        model_params(load_config(None, ["models.ghcf.layrs=2"]), "hpmr")
+    with pytest.raises(ConfigError, match="model_train: unknown model 'lightgnc'"):
+        train_config(load_config(None, ["model_train.lightgnc.lr=0.1"]), "hpmr")
+    with pytest.raises(ConfigError, match=r"model_train.ehcf: unknown key\(s\) 'lrr'"):
+        train_config(load_config(None, ["model_train.ehcf.lrr=0.1"]), "hpmr")
+
+
+def test_a_runs_record_is_read_strictly():
+    from graphrec.train import RunNotFound, params_from_dict
+
+    assert params_from_dict("ghcf", {"layers": 2, "coefficient": [0.5, 0.5]}).coefficient == (0.5, 0.5)
+    with pytest.raises(RunNotFound, match="unknown key.*'layerz'.*another graphrec version"):
+        params_from_dict("ghcf", {"layerz": 2})
 
 
 def test_cli_train_evaluate_recommend(tmp_path, capsys):
