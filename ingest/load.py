@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import neo4j
 import numpy as np
@@ -195,8 +196,38 @@ def expected_counts(prepared: PreparedData) -> dict[str, int]:
 def ensure_schema(driver: neo4j.Driver, database: str | None = None) -> None:
     with driver.session(database=database) as s:
         for stmt in CONSTRAINTS:
-            s.run(stmt).consume()
+            _autocommit(s, stmt)
         s.run("CALL db.awaitIndexes(300)").consume()
+
+
+TRANSIENT_TRIES = 6  # auto-commit statements retried on TransientError, backing off 0.2 s, 0.4 s, ...
+
+
+class ServerLost(WorkFailed):
+    """The server went away in the middle of an ingest or a delete."""
+
+
+def _autocommit(session: neo4j.Session, query: str, **params: Any) -> None:
+    """An auto-commit statement (``CALL {} IN TRANSACTIONS`` needs one), retried on transient
+    errors such as ``Transaction.Outdated`` when another ingest or drop runs on the same server;
+    every statement sent through here is idempotent."""
+    for attempt in range(TRANSIENT_TRIES):
+        try:
+            session.run(query, **params).consume()
+            return
+        except neo4j.exceptions.TransientError:
+            if attempt == TRANSIENT_TRIES - 1:
+                raise
+            time.sleep(0.2 * 2 ** attempt)
+
+
+@contextmanager
+def _server_lost_says_how_to_resume(dataset: str, action: str) -> Iterator[None]:
+    try:
+        yield
+    except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired) as exc:
+        raise ServerLost(f"the Neo4j server went away during the {action} of {dataset!r} ({type(exc).__name__}); "
+                         f"nothing done so far is lost: run the same command again to finish it") from None
 
 
 DELETING = "deleting"  # the status of a dataset whose delete began and has not finished
@@ -210,21 +241,35 @@ def dataset_state(driver: neo4j.Driver, dataset: str, database: str | None = Non
 
 def delete_dataset(driver: neo4j.Driver, dataset: str, database: str | None = None,
                    progress: Progress | None = None) -> None:
+    """Remove a dataset (see _delete_dataset); a server lost on the way is one line saying how to finish."""
+    with _server_lost_says_how_to_resume(dataset, "delete"):
+        _delete_dataset(driver, dataset, database, progress)
+
+
+def _delete_dataset(driver: neo4j.Driver, dataset: str, database: str | None = None,
+                    progress: Progress | None = None) -> None:
     """Remove a dataset's nodes, relationships and record, in bounded transactions. The record is
     marked ``deleting`` first and removed last, so an interrupted delete is visible (never a
     ``complete`` dataset with nodes missing) and running it again, or ingesting again, finishes it."""
     progress = progress or Progress(stream=None)
     with driver.session(database=database) as s:
-        s.run("MATCH (d:Dataset {name: $name}) SET d.status = $status", name=dataset, status=DELETING).consume()
+        _autocommit(s, "MATCH (d:Dataset {name: $name}) SET d.status = $status", name=dataset, status=DELETING)
         with progress.phase("delete old dataset", unit="steps") as ph:
             for label in (USER_LABEL, ITEM_LABEL):
-                s.run(cypher(DELETE_NODES, LABEL=label), dataset=dataset).consume()
+                _autocommit(s, cypher(DELETE_NODES, LABEL=label), dataset=dataset)
                 ph.advance(1)
-            s.run("MATCH (d:Dataset {name: $name}) DELETE d", name=dataset).consume()
+            _autocommit(s, "MATCH (d:Dataset {name: $name}) DELETE d", name=dataset)
             ph.advance(1)
 
 
-def ingest(
+def ingest(driver: neo4j.Driver, prepared: PreparedData, **kw: Any) -> IngestReport:
+    """Load ``prepared`` into Neo4j (see _ingest); a server lost on the way is one line saying that
+    running the same command again resumes."""
+    with _server_lost_says_how_to_resume(prepared.dataset, "ingest"):
+        return _ingest(driver, prepared, **kw)
+
+
+def _ingest(
     driver: neo4j.Driver,
     prepared: PreparedData,
     *,
@@ -273,8 +318,8 @@ def ingest(
 
     def mark(phase: str) -> None:
         with driver.session(database=database) as s:
-            s.run("MATCH (d:Dataset {name: $name}) SET d.phases_done = d.phases_done + $phase",
-                  name=ds, phase=phase).consume()
+            _autocommit(s, "MATCH (d:Dataset {name: $name}) SET d.phases_done = "
+                           "[p IN d.phases_done WHERE p <> $phase] + $phase", name=ds, phase=phase)
         if after_phase is not None:
             after_phase(phase)
 
@@ -290,7 +335,7 @@ def ingest(
             phase = f"rel:{rel_type(b)}"
             if phase in done:
                 continue
-            s.run(cypher(DELETE_RELS, REL=rel_type(b)), dataset=ds).consume()
+            _autocommit(s, cypher(DELETE_RELS, REL=rel_type(b)), dataset=ds)
             _create_rels(s, rel_type(b), prepared.edges[b], user_eid, item_eid, batch_rows, progress)
             mark(phase)
         user_eids = user_eid.to_numpy()
@@ -298,7 +343,7 @@ def ingest(
             phase = f"derived:{rel.rel_type}"
             if phase in done:
                 continue
-            s.run(cypher(DELETE_RELS, REL=rel.rel_type), dataset=ds).consume()
+            _autocommit(s, cypher(DELETE_RELS, REL=rel.rel_type), dataset=ds)
             _create_derived(s, rel, prepared.behaviors.target, user_eids, prepared.expected[rel.rel_type],
                             batch_rows, progress)
             mark(phase)
@@ -310,9 +355,9 @@ def ingest(
         raise IntegrityError(f"dataset {ds!r} stays incomplete: counts differ from the input ({detail}); "
                              "re-run with --replace to rebuild it")
     with driver.session(database=database) as s:
-        s.run("MATCH (d:Dataset {name: $name}) SET d.status = 'complete', d.counts = $counts, "
-              "d.ingested_at = datetime(), d.n_users = $u, d.n_items = $i",
-              name=ds, counts=json.dumps(counts, sort_keys=True), u=counts["users"], i=counts["items"]).consume()
+        _autocommit(s, "MATCH (d:Dataset {name: $name}) SET d.status = 'complete', d.counts = $counts, "
+                    "d.ingested_at = datetime(), d.n_users = $u, d.n_items = $i",
+                    name=ds, counts=json.dumps(counts, sort_keys=True), u=counts["users"], i=counts["items"])
     if after_phase is not None:
         after_phase("complete")
     return IngestReport(ds, outcome, counts, list(progress.results), time.perf_counter() - t0)

@@ -214,3 +214,45 @@ def test_the_managed_servers_files_are_private(neo4j_server):
     shared = [p for p in (home / "neo4j").rglob("*")
               if not p.is_symlink() and stat.S_IMODE(p.stat().st_mode) & 0o077]
     assert not shared, shared[:5]
+
+
+def test_concurrent_ingests_and_drops_on_one_server_all_finish(neo4j_db, tiny_csv, tiny_folder, dataset_name):
+    """Two ingests and a drop at once, three rounds: each one completes (transient errors such as
+    Transaction.Outdated are retried) with the counts it would have alone."""
+    import threading
+
+    driver, errors = neo4j_db.driver, []
+    _ingest(driver, tiny_folder, dataset_name + "_b")
+
+    def work(fn):
+        try:
+            fn()
+        except Exception as exc:  # collected: the assertion below names them
+            errors.append(repr(exc))
+
+    for _ in range(3):
+        jobs = [lambda: _ingest(driver, tiny_csv, dataset_name, replace=True),
+                lambda: load.delete_dataset(driver, dataset_name + "_b"),
+                lambda: _ingest(driver, tiny_folder, dataset_name + "_b")]
+        threads = [threading.Thread(target=work, args=(j,)) for j in jobs[:2]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        work(jobs[2])
+    assert not errors, errors
+    assert load.count_dataset(driver, dataset_name, read_source(tiny_csv).behaviors) == TINY_EXPECTED_COUNTS
+    assert load.dataset_state(driver, dataset_name + "_b")["status"] == "complete"
+
+
+def test_a_server_that_is_gone_is_one_line_saying_how_to_resume(tiny_csv):
+    from neo4j import GraphDatabase
+
+    driver = GraphDatabase.driver("bolt://127.0.0.1:1", connection_timeout=2, max_transaction_retry_time=1)
+    try:
+        with pytest.raises(load.ServerLost, match="went away during the ingest of 'gone'.*run the same command again"):
+            _ingest(driver, tiny_csv, "gone")
+        with pytest.raises(load.ServerLost, match="during the delete of 'gone'"):
+            load.delete_dataset(driver, "gone")
+    finally:
+        driver.close()
