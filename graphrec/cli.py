@@ -225,7 +225,7 @@ def cmd_cypher(args: argparse.Namespace) -> int:
     for item in args.param or []:
         k, sep, v = item.partition("=")
         if not sep:
-            raise BadValue(f"--param expects key=value, got {item!r}")
+            raise BadValue(f"--param expects key=value, got {item!r}; fix: e.g. --param dataset=beibei")
         raw[k] = v
     params = query.bind(raw)
     driver, database = _driver(args)

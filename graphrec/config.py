@@ -20,6 +20,13 @@ from graphrec.errors import UserError
 class ConfigError(UserError, ValueError):
     """A configuration file or override that does not match the schema."""
 
+    def __str__(self) -> str:
+        text = super().__str__()
+        if "fix:" in text or "; use " in text or "pass " in text:
+            return text
+        return (text + "\n  fix: correct that key or value in the YAML file or the --set override "
+                "(the presets in configs/ show every key with a valid value)")
+
 
 @dataclass(frozen=True)
 class SplitConfig:

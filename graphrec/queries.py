@@ -87,7 +87,9 @@ def _convert(p: Param, value: str, query: str) -> Any:
         return _TYPES[p.type](value)
     except ValueError:
         what = "a whole number >= 0" if p.type == "count" else p.type
-        raise QueryError(f"query {query!r}: parameter {p.name} must be {what}, got {value!r}") from None
+        example = {"count": "10", "int": "1", "float": "0.5", "bool": "true"}.get(p.type, "text")
+        raise QueryError(f"query {query!r}: parameter {p.name} must be {what}, got {value!r}; "
+                         f"fix: e.g. --param {p.name}={example}") from None
 
 
 def cypher_dir() -> Path:

@@ -411,7 +411,7 @@ def _read_csv(path: Path, sep: str, skip_bad_rows: bool = False) -> pd.DataFrame
         raise InputError(path, 1, dup, "the header names a column twice", "give every column its own name")
     try:
         table = pacsv.read_csv(
-            path, parse_options=pacsv.ParseOptions(delimiter=sep),
+            path, parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
