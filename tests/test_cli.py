@@ -7,15 +7,25 @@ import pytest
 from graphrec.cli import build_parser, main
 
 
+def _command_paths(parser, prefix=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,)
+                yield from _command_paths(sub, prefix + (name,))
+
+
 def test_every_command_has_help(capsys):
-    for argv in (["--help"], ["neo4j", "--help"], ["ingest", "--help"], ["drop", "--help"], ["cypher", "--help"],
-                 ["cypher", "run", "--help"], ["inspect", "--help"]):
+    paths = list(_command_paths(build_parser()))
+    assert {("ingest",), ("train",), ("datasets", "fetch"), ("cypher", "run")} <= set(paths)
+    for path in [(), *paths]:
         with pytest.raises(SystemExit) as e:
-            build_parser().parse_args(argv)
-        assert e.value.code == 0
-    out = capsys.readouterr().out
-    for cmd in ("neo4j", "ingest", "cypher", "inspect", "drop"):
-        assert cmd in out
+            build_parser().parse_args([*path, "--help"])
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and out.startswith(f"usage: graphrec {' '.join(path)}".rstrip()), path
+        assert "--help" in out and len(out.splitlines()) >= 3, path
 
 
 def test_cypher_list_names_every_query(capsys):

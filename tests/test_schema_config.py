@@ -71,5 +71,16 @@ def test_config_overrides_are_typed_and_checked():
 def test_shipped_configs_load(request):
     from pathlib import Path
 
-    for p in sorted((Path(request.config.rootpath) / "configs").glob("*.yaml")):
-        load_config(p)
+    from graphrec.config import TrainConfig, model_params, train_config
+    from graphrec.models import get_model
+
+    presets = sorted((Path(request.config.rootpath) / "configs").glob("*.yaml"))
+    assert len(presets) >= 6
+    for p in presets:
+        cfg = load_config(p)
+        for name in cfg.models:  # every model section of every preset builds its typed params
+            assert isinstance(model_params(cfg, name), get_model(name).params), (p.name, name)
+            tc = train_config(cfg, name)
+            assert isinstance(tc, TrainConfig) and tc.epochs >= 1 and tc.lr > 0, (p.name, name)
+        if cfg.ingest.behaviors:
+            assert len(set(cfg.ingest.behaviors)) == len(cfg.ingest.behaviors), p.name

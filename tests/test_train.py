@@ -127,7 +127,10 @@ def test_cli_train_evaluate_recommend(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 + 3 sampled" in out and "hr@5" in out
     assert cli.main(["recommend", "--run", str(run), "--user", "0", "-k", "2", "--device", "cpu"]) == 0
-    assert out.count("\n") > 3
+    rows = [r.split("|")[1:-1] for r in capsys.readouterr().out.splitlines()[2:]]
+    assert [(u.strip(), rank.strip()) for u, rank, _, _ in rows] == [("0", "1"), ("0", "2")]
+    scores = [float(sc) for *_, sc in rows]
+    assert scores == sorted(scores, reverse=True)
     assert cli.main(["recommend", "--run", str(run), "--user", "nobody", "--device", "cpu"]) == cli.EXIT_INPUT
     assert "unknown user 'nobody'" in capsys.readouterr().err
     assert cli.main(["train", "--model", "nope", "--snapshot", str(path)]) == cli.EXIT_INPUT
