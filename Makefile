@@ -58,6 +58,7 @@ demo: data-check setup
 	$(BIN)/graphrec recommend --run $(DEMO_RANK) $(DEMO_USERS) -k 5
 
 test: setup
+	$(BIN)/ruff check graphrec ingest tests bench
 	$(BIN)/python -m pytest -q
 
 bench-ingest: setup

@@ -123,7 +123,8 @@ def compare_orders(by_order: dict[str, dict], k: int, out: Path) -> str:
     rows = []
     for name in first:
         res = [by_order[o][name]["test"] for o in orders]
-        row = [name, *[f"{r[f'auc_{target}_retrieved']:.4f}" for r in res], *[f"{r[f'final_ndcg@{k}']:.4f}" for r in res]]
+        row = [name, *[f"{r[f'auc_{target}_retrieved']:.4f}" for r in res],
+               *[f"{r[f'final_ndcg@{k}']:.4f}" for r in res]]
         if len(orders) == 2:
             row.append(f"{res[0][f'final_ndcg@{k}'] - res[1][f'final_ndcg@{k}']:+.4f}")
         rows.append(row)
@@ -230,7 +231,8 @@ def report(results: dict, k: int, out: Path, dataset: str, device: str) -> str:
             "the retrieved candidates only (users whose list has both classes); 'final' list metrics re-order the "
             f"retrieved candidates. Models train on the retrieved candidates; {feature}. "
             f"Sequences: {info['sequence_order']}. Device: {device}. Tasks: {', '.join(tasks)}"
-            + ("" if "view" in tasks else " (the view behavior is absent from this data)") + ".\n\n" + format_table(headers, rows) +
+            + ("" if "view" in tasks else " (the view behavior is absent from this data)") + ".\n\n"
+            + format_table(headers, rows) +
             f"\n\nDoes the ranking stage improve the final list? Recall order NDCG@{k} {recall_ndcg:.4f}; best ranker "
             f"{best} {final[best]:.4f} ({'better' if final[best] > recall_ndcg else 'not better'}).\n\n"
             "Seed papers' orderings on this data:\n" + "\n".join(claims))

@@ -103,7 +103,8 @@ def run_status(run: Path) -> tuple[float | None, float | None, str, bool]:
     evals = [e for e in _evaluations(run) if e["split"] == "test"]
     best = max(evals, key=lambda e: (e["hr@10"], e["epoch"]), default=None)
     if best:
-        return best["hr@10"], best["ndcg@10"], f"unfinished: best so far at epoch {best['epoch']} of {evals[-1]['epoch']}", False
+        return (best["hr@10"], best["ndcg@10"],
+                f"unfinished: best so far at epoch {best['epoch']} of {evals[-1]['epoch']}", False)
     done = _epochs_done(run)
     return None, None, (f"running: epoch {done}, no test evaluation before the end" if done else "not run"), False
 

@@ -33,6 +33,7 @@ from graphrec.progress import format_table  # noqa: E402
 from graphrec.published import CAVEATS, published  # noqa: E402
 from graphrec.train import TrainData, _batches, evaluate_split, make_optimizer, pick_device  # noqa: E402
 
+
 def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.device, config: Path | None) -> list:
     s = snap.read(snapshot_path)
     cfg = load_config(config, [])
@@ -109,7 +110,8 @@ def main() -> None:
     if not args.skip_speed:
         s = snap.read(args.snapshot)
         config = Path(args.config) if args.config else ROOT / "configs" / f"{s.dataset}.yaml"
-        rows = speed(Path(args.snapshot), args.models.split(","), args.epochs, device, config if config.exists() else None)
+        rows = speed(Path(args.snapshot), args.models.split(","), args.epochs, device,
+                     config if config.exists() else None)
         name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
         parts.append(f"## speed: {s.dataset} ({s.n_users:,} users, {s.n_items:,} items; {name})\n\n" + format_table(
             ["model", "batches/epoch", "setup s", "median epoch s", "full eval s (all test users)", "users"], rows))

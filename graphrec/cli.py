@@ -26,8 +26,9 @@ def _comma_list(kind: Callable[[str], object], what: str, minimum: float | None 
             try:
                 value = kind(part)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not {what}; e.g. "
-                                                 f"{'10,50' if kind is int else '1,0.5' if kind is float else 'view,cart,buy'}")
+                raise argparse.ArgumentTypeError(
+                    f"{part!r} in {text!r} is not {what}; e.g. "
+                    f"{'10,50' if kind is int else '1,0.5' if kind is float else 'view,cart,buy'}")
             if minimum is not None and value < minimum:
                 raise argparse.ArgumentTypeError(f"{part!r} in {text!r} must be >= {minimum:g}")
             out.append(value)
@@ -238,7 +239,7 @@ def cmd_cypher(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from graphrec.inspect import dataset_report, snapshot_report
+    from graphrec.inspection import dataset_report, snapshot_report
 
     if (args.dataset is None) == (args.snapshot is None):
         raise BadValue("give exactly one of --dataset NAME (the graph in Neo4j) or --snapshot DIR (an export)")
@@ -290,7 +291,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     rows = [[name, rel.kind, len(rel), ", ".join(f"{k} {v:,}" for k, v in rel.split_counts().items())]
             for name, rel in s.relations.items()]
     print(f"dataset {s.dataset}: {s.n_users:,} users, {s.n_items:,} items -> {report.path} "
-          f"({report.bytes / 2**20:.1f} MiB) in {report.seconds:.1f} s; heterograph built and validated in {build_s:.1f} s")
+          f"({report.bytes / 2**20:.1f} MiB) in {report.seconds:.1f} s; "
+          f"heterograph built and validated in {build_s:.1f} s")
     print(format_table(["relation", "kind", "edges", "splits / holdout"], rows))
     g = data.graph
     print(format_table(["canonical etype", "edges"], [[f"({a}, {r}, {b})", g.num_edges((a, r, b))]
@@ -362,7 +364,8 @@ def _train_ranking(args: argparse.Namespace, cfg, params) -> int:
     if args.resume:
         raise BadValue("--resume is for recall runs; a ranking run is short, start it again in a new --run")
     run = Path(args.run) if args.run else (Path(args.home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "runs"
-                                           / f"{Path(args.recall_run).name}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+                                           / f"{Path(args.recall_run).name}-{args.model}-"
+                                             f"{time.strftime('%Y%m%d-%H%M%S')}")
     _recall_snapshot_from_neo4j(args)
     fit_ranking(args.model, params, cfg.ranking, args.recall_run, run, device=args.device)
     print(f"run directory: {run}")
@@ -575,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("neo4j", help="install, start, stop or check the managed local Neo4j",
                        description="The managed Neo4j Community server: Bolt on 127.0.0.1 only, no usage reports.")
     n.add_argument("action", choices=["install", "start", "stop", "status"],
-                   help="install: fetch Neo4j with Maven and build the launcher; start/stop/status: the server for --home")
+                   help="install: fetch Neo4j with Maven and build the launcher; "
+                        "start/stop/status: the server for --home")
     n.add_argument("--heap", default="2g", help="JVM heap for start (default 2g)")
     n.add_argument("--pagecache", default="512m", help="page cache for start (default 512m)")
     n.add_argument("--force", action="store_true", help="install: re-fetch and rebuild")
@@ -593,9 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(env GRAPHREC_DATASETS_MIRROR) instead of its upstream repositories")
     i.add_argument("--format", choices=["beibei", "taobao", "tmall", "ghcf", "csv", "parquet"],
                    help="source format (default: detected from the path)")
-    i.add_argument("--behaviors", type=_comma_list(_name, "a behavior name"), help="behavior cascade, upstream first, target last, e.g. view,cart,buy")
+    i.add_argument("--behaviors", type=_comma_list(_name, "a behavior name"),
+                   help="behavior cascade, upstream first, target last, e.g. view,cart,buy")
     i.add_argument("--config", help="YAML config (default: configs/DATASET.yaml when graphrec ships that preset)")
-    i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. ingest.split.seed=7")
+    i.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. ingest.split.seed=7")
     i.add_argument("--seed", type=int, help="seed of the train/valid/test split (default 2024)")
     i.add_argument("--test", metavar="FILE", help="a long-format log's held-out purchases (user,item[,timestamp]; "
                    "the log's column names): they become the test split (config: ingest.test_file)")
@@ -681,7 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "../shared/data/beibei/sparsity.split; default: quantile groups")
     v.add_argument("--n-groups", type=int, default=5, help="number of quantile groups without --groups")
     v.add_argument("--out", help="where --by-sparsity writes its CSV and plots (default: the first run)")
-    v.add_argument("--ks", default=[10], type=_comma_list(int, "a whole number", 1), help="comma-separated cut-offs, e.g. 10,50,100")
+    v.add_argument("--ks", default=[10], type=_comma_list(int, "a whole number", 1),
+                   help="comma-separated cut-offs, e.g. 10,50,100")
     v.add_argument("--sampled", action="store_true", help="also the 1 positive + N sampled negatives protocol")
     v.add_argument("--negatives", type=int, default=99)
     v.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
@@ -697,7 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--snapshot", help="snapshot directory if it moved since training")
     r.add_argument("--write-back", action="store_true", help="store the recommendations in Neo4j (replacing "
                    "this run's earlier ones for these users)")
-    r.add_argument("--weights", type=_comma_list(float, "a number", 0), help="ranking runs: comma-separated weights of the task probabilities in behavior "
+    r.add_argument("--weights", type=_comma_list(float, "a number", 0),
+                   help="ranking runs: comma-separated weights of the task probabilities in behavior "
                    "order (default: ranking.score_weights of the run)")
     r.add_argument("--device", default="auto")
     _connection_args(r)

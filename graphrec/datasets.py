@@ -134,7 +134,8 @@ def _ghcf(name: str, folder: str, files: dict[str, tuple[int, str, str]], views:
     repo, commit = "chenchongthu/GHCF", "5ca2d693410c90721a980bab609bfab140fa30b1"
     about = {"train.txt": "purchases for training, one line per user", "test.txt": "one held-out purchase per user",
              "cart.txt": "add-to-cart lists", "sparsity.split": "user groups by number of purchases"}
-    pinned = tuple(DataFile(f, size, sha, blob, Upstream(repo, commit, f"Data/{folder}/{f}", size, blob), about=about[f])
+    pinned = tuple(DataFile(f, size, sha, blob, Upstream(repo, commit, f"Data/{folder}/{f}", size, blob),
+                            about=about[f])
                    for f, (size, sha, blob) in files.items())
     pv = DataFile("pv.txt", None, None, views, Upstream(repo, commit, f"Data/{folder}/pv.txt", None, views),
                   optional=True, about="page views (upstream only; ingest them with --behaviors view,cart,buy)")
@@ -223,7 +224,8 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset(
         "jd_dmt_demo", "JD recommender demo impressions (DMT)", ("click", "cart", "order"), "tfrecord", None, None,
         tuple(DataFile(name, size, sha, blob,
-                       Upstream("guyulongcs/CIKM2020_DMT", "91431ed5d0bb5f17e01ed1ef6a77fd5e8af52fe8", path, size, blob),
+                       Upstream("guyulongcs/CIKM2020_DMT", "91431ed5d0bb5f17e01ed1ef6a77fd5e8af52fe8",
+                                path, size, blob),
                        about=about)
               for name, size, sha, blob, path, about in (
                   ("part-r-00000.tfrecord", 3175265, "e4f408e6a062ab7f808b5a9fa223af0a1d8ea5ab0024bb65bc046dca1253a984",

@@ -297,7 +297,8 @@ def evaluate_full(score_fn: Callable[[Tensor], Tensor], users: np.ndarray | Tens
             batch = users[start:start + batch_size]
             scores = score_fn(batch.to(device))
             if tuple(scores.shape) != (batch.numel(), n_items):
-                raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected ({batch.numel()}, {n_items})")
+                raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, "
+                                 f"expected ({batch.numel()}, {n_items})")
             hits = topk_hits(scores, ks[-1], exclude.rows(batch), test.rows(batch))
             # Metrics on CPU from the (exact) hit list: identical float64 values on every device.
             for key, v in metrics_from_hits(hits.cpu(), n_test[batch], ks, ndcg_ideal).items():
@@ -416,7 +417,8 @@ def evaluate_sampled(score_pairs_fn: Callable[[Tensor, Tensor], Tensor],
             b_items = items[start:start + batch_size].to(device)
             scores = score_pairs_fn(pair_users[start:start + batch_size].to(device), b_items)
             if tuple(scores.shape) != tuple(b_items.shape):
-                raise ValueError(f"score_pairs_fn returned shape {tuple(scores.shape)}, expected {tuple(b_items.shape)}")
+                raise ValueError(f"score_pairs_fn returned shape {tuple(scores.shape)}, "
+                                 f"expected {tuple(b_items.shape)}")
             # "not below" counts ties and NaN negatives against the positive, and a NaN positive
             # loses to everything: a degenerate model cannot rank well by accident.
             ranks.append(1 + (~(scores[:, 1:] < scores[:, :1])).sum(1).cpu())

@@ -109,7 +109,8 @@ def parse_query(path: Path) -> Query:
                 typ, eq, default = rest.partition("=")
                 typ = typ or "str"
                 if typ not in _TYPES:
-                    raise QueryError(f"{path}: parameter {name!r} has unknown type {typ!r}; use one of {', '.join(_TYPES)}")
+                    raise QueryError(f"{path}: parameter {name!r} has unknown type {typ!r}; "
+                                     f"use one of {', '.join(_TYPES)}")
                 p = Param(name.strip(), typ)
                 if eq:
                     p = Param(p.name, typ, _convert(p, default, path.stem), required=False)

@@ -278,7 +278,7 @@ def params_from_dict(model: str, data: dict) -> Any:
     try:
         return _build(get_model(model).params, data, f"run.json params of {model}")
     except ConfigError as exc:
-        raise RunNotFound(f"{exc}; the run was made by another graphrec version: retrain it") from None
+        raise RunNotFound(f"{exc.args[0]}; the run was made by another graphrec version: retrain it") from None
 
 
 def _recorded_train(info: RunInfo) -> TrainConfig:
@@ -287,7 +287,7 @@ def _recorded_train(info: RunInfo) -> TrainConfig:
     try:
         return _build(TrainConfig, info.train, "run.json train")
     except ConfigError as exc:
-        raise RunNotFound(f"{exc}; the run was made by another graphrec version: retrain it") from None
+        raise RunNotFound(f"{exc.args[0]}; the run was made by another graphrec version: retrain it") from None
 
 
 def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot_path: str | Path | None = None,
@@ -405,7 +405,8 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
             raise TrainError(f"--resume: no {CHECKPOINT} in {run_dir}")
         prev = load_run(run_dir)
         same_params = json.loads(json.dumps(info.params)) == prev.params
-        if (prev.model, prev.snapshot_manifest_sha256) != (info.model, info.snapshot_manifest_sha256) or not same_params:
+        if ((prev.model, prev.snapshot_manifest_sha256) != (info.model, info.snapshot_manifest_sha256)
+                or not same_params):
             raise TrainError(f"--resume: {run_dir} was trained with a different model, params or snapshot; "
                              "start a new run directory instead")
         ckpt = load_weights(run_dir, CHECKPOINT, dev)

@@ -140,7 +140,8 @@ class IngestReport:
 def validate_dataset_name(name: str) -> str:
     if not DATASET_NAME_RE.match(name or ""):
         raise BadValue(
-            f"dataset name {name!r} is not allowed: use 1–64 letters, digits, '_', '.', '-' (starting with a letter or digit)"
+            f"dataset name {name!r} is not allowed: use 1–64 letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit)"
         )
     return name
 
@@ -302,13 +303,15 @@ def _ingest(
         return IngestReport(ds, "unchanged", counts, [], time.perf_counter() - t0)
     elif state is not None:
         outcome = "resumed"
-        progress.note(f"resuming the interrupted ingest of {ds!r}; done: {', '.join(state.get('phases_done') or []) or 'none'}")
+        progress.note(f"resuming the interrupted ingest of {ds!r}; "
+                      f"done: {', '.join(state.get('phases_done') or []) or 'none'}")
 
     if state is None:
         with driver.session(database=database) as s:
             s.run(
                 "CREATE (d:Dataset {name: $name, status: 'loading', fingerprint: $fp, behaviors: $behaviors, "
-                "target: $target, split_method: $method, schema_version: $sv, phases_done: [], started_at: datetime()})",
+                "target: $target, split_method: $method, schema_version: $sv, phases_done: [], "
+                "started_at: datetime()})",
                 name=ds, fp=prepared.fingerprint, behaviors=list(prepared.behaviors.order),
                 target=prepared.behaviors.target, method=prepared.split_method, sv=SCHEMA_VERSION,
             ).consume()
@@ -363,7 +366,8 @@ def _ingest(
     return IngestReport(ds, outcome, counts, list(progress.results), time.perf_counter() - t0)
 
 
-def count_dataset(driver: neo4j.Driver, dataset: str, behaviors: Behaviors, database: str | None = None) -> dict[str, int]:
+def count_dataset(driver: neo4j.Driver, dataset: str, behaviors: Behaviors,
+                  database: str | None = None) -> dict[str, int]:
     """Counts of nodes, relationships per type, and target relationships per split, read from Neo4j."""
     target = rel_type(behaviors.target)
     with driver.session(database=database) as s:

@@ -134,7 +134,8 @@ def _per_user_behaviors(folder: Path, behaviors: list[str] | None) -> Behaviors:
     for b in order.order[:-1]:
         f = PER_USER_FILES.get(b)
         if f is None or not (folder / f).is_file():
-            raise InputError(folder / (f or f"{b}.txt"), None, b, f"behavior {b!r} is configured but its file is missing",
+            raise InputError(folder / (f or f"{b}.txt"), None, b,
+                             f"behavior {b!r} is configured but its file is missing",
                              f"add {f or b + '.txt'} to {folder}, or drop {b!r} from the behavior order")
     return order
 
@@ -187,7 +188,8 @@ def _parse_per_user_file(f: Path, skip_bad_rows: bool) -> tuple[list[str], list[
         if not (u.isascii() and u.isdigit()):
             reason = "user id is not a non-negative integer"
             if not skip_bad_rows:
-                raise InputError(f, lineno, u, reason, "each line must be 'user_id item_id item_id ...' with integer ids, "
+                raise InputError(f, lineno, u, reason,
+                                 "each line must be 'user_id item_id item_id ...' with integer ids, "
                                  + SKIP_HINT)
             bad.append((str(f), lineno, u, reason))
             continue
@@ -356,7 +358,8 @@ def _long_rows(path: Path, raw: pd.DataFrame, names: dict[str, str], behavior: p
         elif reason.startswith("timestamp") and "unit" in reason:
             fix = "write every timestamp of the column in one unit (e.g. all Unix seconds)"
         elif reason.startswith("timestamp"):
-            fix = ("use Unix seconds (or ms, µs, ns) or a date/time such as 2024-05-01T12:00:00 or 2014-12-06 02 (hour), or give "
+            fix = ("use Unix seconds (or ms, µs, ns) or a date/time such as 2024-05-01T12:00:00 "
+                   "or 2014-12-06 02 (hour), or give "
                    "the log's format with --set 'ingest.time_format=%d/%m/%Y %H:%M'")
         elif "longer than" in reason:
             fix = f"shorten ids to at most {MAX_ID_LEN} characters"

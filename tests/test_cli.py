@@ -157,7 +157,8 @@ def test_a_shipped_preset_is_the_default_config_of_its_data_set(capsys, tmp_path
 
     assert preset_for("taobao_mbcgcn") == PRESETS_DIR / "taobao_mbcgcn.yaml"
     assert preset_for("my_shop") is None and preset_for(None) is None
-    code = main(["--home", str(tmp_path), "ingest", "--dataset", "retailrocket", "--source", str(tmp_path / "none.csv")])
+    code = main(["--home", str(tmp_path), "ingest", "--dataset", "retailrocket",
+                 "--source", str(tmp_path / "none.csv")])
     err = capsys.readouterr().err
     assert code == 2 and f"config: the preset {PRESETS_DIR / 'retailrocket.yaml'}" in err
     assert "source does not exist" in err

@@ -282,7 +282,8 @@ def test_sampled_constant_scores_rank_last():
 
 def test_sampled_nan_positive_ranks_last():
     test, exclude, _ = sampled_setup()
-    fn = lambda u, items: torch.where(torch.arange(items.shape[1]) == 0, math.nan, 1.0).expand(items.shape)
+    def fn(u, items):
+        return torch.where(torch.arange(items.shape[1]) == 0, math.nan, 1.0).expand(items.shape)
     got = evaluate_sampled(fn, np.arange(30), test, exclude, 300, ks=(99, 100))
     assert got["hr@99"] == 0.0 and got["hr@100"] == 1.0
 

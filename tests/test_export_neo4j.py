@@ -9,7 +9,7 @@ from graphrec import cli, graph
 from graphrec import snapshot as snap
 from graphrec.config import SplitConfig
 from graphrec.export import ExportError, export_dataset
-from graphrec.inspect import dataset_report, snapshot_report
+from graphrec.inspection import dataset_report, snapshot_report
 from ingest import load
 from ingest.readers import read_source
 
@@ -71,7 +71,8 @@ def test_heterograph_from_export_holds_train_edges_only(neo4j_db, tiny_csv, data
     assert g.num_nodes("user") == 3 and g.num_nodes("item") == 4
     assert g.num_edges("buy") == 2 and g.num_edges("rev_buy") == 2
     u, i = g.edges(etype="buy")
-    assert {(data.users.key(a), data.items.key(b)) for a, b in zip(u.tolist(), i.tolist())} == {("u1", "a"), ("u2", "c")}
+    assert ({(data.users.key(a), data.items.key(b)) for a, b in zip(u.tolist(), i.tolist())}
+            == {("u1", "a"), ("u2", "c")})
     test_u, test_i = data.held_out["test"]
     assert {(data.users.key(a), data.items.key(b)) for a, b in zip(test_u, test_i)} == {("u1", "d"), ("u2", "a")}
     assert g.num_edges("view_not_buy") == 4
@@ -182,6 +183,7 @@ def test_two_stage_recommend_write_back(neo4j_db, dataset_name, tmp_path, capsys
     q = get_query("recommendations")
     cols, rows = run_query(neo4j_db.driver, q, q.bind({"dataset": dataset_name, "user": "5"}))
     got = [dict(zip(cols, r)) for r in rows]
-    assert [(r["run"], r["model"], r["rank"]) for r in got] == [("ranking", "mlp_single", 1), ("ranking", "mlp_single", 2)]
+    assert ([(r["run"], r["model"], r["rank"]) for r in got]
+            == [("ranking", "mlp_single", 1), ("ranking", "mlp_single", 2)])
     bought = {str(i) for i in t.item[t.user == 5]}
     assert not {r["item"] for r in got} & bought

@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +26,8 @@ NO_SERVER = ["--uri", "bolt://127.0.0.1:1"]
 OUTCOMES: Counter = Counter()
 # the words with which graphrec's messages say what to do (argparse's usage errors show the usage line)
 FIX = re.compile(r"fix:|\buse\b|\bpass\b|\bgive\b|\btrain (one|a new)\b|\bretrain\b|\bchoose\b|\bcheck\b|"
-                 r"\bput\b|\bquote\b|\brename\b|\bmap\b|\bshorten\b|\bpoint\b|\brun\b|\bre-encode\b|\bremove\b|\badd\b|\bname it\b|among choices|\bcreate\b|\bexport\b|its parameters|usage: graphrec", re.I)
+                 r"\bput\b|\bquote\b|\brename\b|\bmap\b|\bshorten\b|\bpoint\b|\brun\b|\bre-encode\b|\bremove\b|\badd\b|"
+                 r"\bname it\b|among choices|\bcreate\b|\bexport\b|its parameters|usage: graphrec", re.I)
 LIMIT_S = 10.0
 
 

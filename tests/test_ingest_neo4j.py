@@ -197,7 +197,8 @@ def test_partial_phase_is_redone_not_duplicated(neo4j_db, tiny_csv, dataset_name
     with neo4j_db.driver.session() as s:  # simulate the CART phase having written part of its edges
         s.run("MATCH (u:User {dataset: $ds, id: 'u1'}), (i:Item {dataset: $ds, id: 'a'}) CREATE (u)-[:CART]->(i)",
               ds=dataset_name).consume()
-        s.run("MATCH (d:Dataset {name: $ds}) SET d.phases_done = [p IN d.phases_done WHERE p <> 'rel:VIEW'] + 'rel:VIEW'",
+        s.run("MATCH (d:Dataset {name: $ds}) "
+              "SET d.phases_done = [p IN d.phases_done WHERE p <> 'rel:VIEW'] + 'rel:VIEW'",
               ds=dataset_name).consume()
     report = load.ingest(neo4j_db.driver, prepared)
     assert report.outcome == "resumed" and report.counts == TINY_EXPECTED_COUNTS

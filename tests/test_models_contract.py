@@ -156,7 +156,8 @@ def test_training_is_deterministic_under_a_seed(name, communities_path, tmp_path
     strip = lambda rows: [{k: v for k, v in __import__("json").loads(r).items() if "seconds" not in k}  # noqa: E731
                           for r in rows]
     assert strip(la) == strip(lb)
-    assert a.final["results"]["test"] == {**b.final["results"]["test"], "seconds": a.final["results"]["test"]["seconds"]}
+    assert a.final["results"]["test"] == {**b.final["results"]["test"],
+                                          "seconds": a.final["results"]["test"]["seconds"]}
 
 
 def assert_top1_is_held_out(name: str, result) -> None:

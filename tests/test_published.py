@@ -81,7 +81,8 @@ def test_reproduce_report_on_taobao_mbcgcn_under_the_fixed_protocol(tmp_path):
     (out / "hpmr-wo-PTN").mkdir()
     (out / "hpmr-wo-PTN" / "run.json").write_text(json.dumps({"train": {"epochs": 100}}))
     (out / "hpmr-wo-PTN" / "results.json").write_text(json.dumps(
-        {"best_epoch": 100, "epochs_run": 100, "selection": None, "results": {"test": {"hr@10": 0.09, "ndcg@10": 0.05}}}))
+        {"best_epoch": 100, "epochs_run": 100, "selection": None,
+         "results": {"test": {"hr@10": 0.09, "ndcg@10": 0.05}}}))
     todo = reproduce.variants(["hpmr", "lightgcn"], ablations=True, without_views=True)
     text = reproduce.report("taobao_mbcgcn", "fixed", todo, out)
     assert "view → cart → buy on the same files" in text and "fixed protocol" in text
@@ -94,6 +95,7 @@ def test_reproduce_report_on_taobao_mbcgcn_under_the_fixed_protocol(tmp_path):
     assert rows["hpmr without views"][:5] == ["fixed", "", "", "", ""]
     assert rows["hpmr without views"][-2] == "ours without the view behavior"
     # the ablation table: full HPMR is the fixed run itself (same budget), w/o PTN finished, the rest missing
-    assert rows["hpmr (full)"][:1] == ["0.1071"] and rows["hpmr (full)"][-1].startswith("the hpmr run, epoch 100 of 100")
+    assert (rows["hpmr (full)"][:1] == ["0.1071"]
+            and rows["hpmr (full)"][-1].startswith("the hpmr run, epoch 100 of 100"))
     assert rows["hpmr w/o PTN"][0] == "0.0900" and rows["hpmr w/o SIT"][-1] == "not run"
     assert "not checked: w/o URR, w/o URS, w/o SIT missing" in text

@@ -69,7 +69,8 @@ def test_behavior_codes_and_hour_times_round_trip(neo4j_db, dataset_name, tmp_pa
     assert {k: v[0] for k, v in buys.items()} == {("7", "100"): "train", ("7", "101"): "test", ("8", "100"): "train"}
 
 
-@pytest.mark.skipif(not TIANCHI.is_file(), reason="tianchi_sample is not on this machine (graphrec datasets fetch tianchi_sample)")
+@pytest.mark.skipif(not TIANCHI.is_file(),
+                    reason="tianchi_sample is not on this machine (graphrec datasets fetch tianchi_sample)")
 def test_the_raw_tianchi_sample_ingests_with_exact_counts(neo4j_db, capsys):
     """Counted from the file with awk: 1,999 rows, 1,733 distinct (user, item, behavior) triples; 16
     buyers of 34 distinct (user, item) purchases, 10 of them with ≥ 2 (a test one each), 4 with ≥ 3
@@ -127,7 +128,8 @@ def test_a_separate_test_file_round_trips_with_a_time_based_valid_split(neo4j_db
     assert buys[("a", "4")][1] is None and buys[("a", "1")][1] == 12
 
 
-@pytest.mark.skipif(not (RETAILROCKET / "events.csv").is_file(), reason="retailrocket is not on this machine ($GRAPHREC_DATA or a mirror)")
+@pytest.mark.skipif(not (RETAILROCKET / "events.csv").is_file(),
+                    reason="retailrocket is not on this machine ($GRAPHREC_DATA or a mirror)")
 def test_retailrocket_with_its_published_test_purchases(neo4j_db, dataset_name, capsys):
     code = _ingest(neo4j_db, dataset_name, "--source", str(RETAILROCKET / "events.csv"), "--test",
                    str(RETAILROCKET / "test.csv"), "--config", str(ROOT / "configs/retailrocket.yaml"))
@@ -154,14 +156,16 @@ u2,i1,share
 def test_behavior_names_of_the_users_own_keep_the_given_order(neo4j_db, dataset_name, tmp_path, capsys):
     log = tmp_path / "named.csv"
     log.write_text(NAMED)
-    code = _ingest(neo4j_db, dataset_name, "--source", str(log), "--behaviors", "like,share,add_to_wishlist,transaction",
+    code = _ingest(neo4j_db, dataset_name, "--source", str(log),
+                   "--behaviors", "like,share,add_to_wishlist,transaction",
                    "--set", "ingest.split.test=random", "--set", "ingest.split.valid=false")
     assert code == 0, capsys.readouterr().err
     state, counts = _counts(neo4j_db, dataset_name)
     assert state["behaviors"] == ["like", "share", "add_to_wishlist", "transaction"]
     assert {k: counts[k] for k in ("LIKE", "SHARE", "ADD_TO_WISHLIST", "TRANSACTION", "LIKE_NOT_SHARE",
                                    "LIKE_NOT_ADD_TO_WISHLIST")} == {
-        "LIKE": 3, "SHARE": 2, "ADD_TO_WISHLIST": 1, "TRANSACTION": 3, "LIKE_NOT_SHARE": 2, "LIKE_NOT_ADD_TO_WISHLIST": 2}
+        "LIKE": 3, "SHARE": 2, "ADD_TO_WISHLIST": 1, "TRANSACTION": 3, "LIKE_NOT_SHARE": 2,
+        "LIKE_NOT_ADD_TO_WISHLIST": 2}
     # and on to a snapshot, a heterograph and a trained model with the default per-behavior weights
     from test_models_contract import TINY_TRAIN
 

@@ -42,7 +42,8 @@ def test_protocols_decide_what_is_trained_on():
     assert all(pairs(fixed, r) == pairs(paper, r) for r in ("cart", "buy", "cart_not_buy"))
     assert fixed.selection is None and set(fixed.eval_sets) == {"test"}
     test, exclude = honest.eval_sets["test"]
-    assert test.indices.tolist() == [1] and sorted(exclude.indices[exclude.indptr[1]:exclude.indptr[2]].tolist()) == [0, 2]
+    assert (test.indices.tolist() == [1]
+            and sorted(exclude.indices[exclude.indptr[1]:exclude.indptr[2]].tolist()) == [0, 2])
     # positive lists per user, as (row in batch, item) pairs
     rows, items = paper.positives["buy"].rows(torch.tensor([2, 1]))
     assert rows.tolist() == [0, 1, 1] and items.tolist() == [3, 0, 2]

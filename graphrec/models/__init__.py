@@ -43,7 +43,8 @@ MODELS: dict[str, ModelEntry] = {
     "hpmr": ModelEntry(HPMR, HPMRParams, "HPMR (KDD 2023): per-behavior encoders + projection/transfer network"),
     "ghcf": ModelEntry(GHCF, GHCFParams, "GHCF (AAAI 2021): one shared stream over all behavior graphs"),
     "lightgcn": ModelEntry(LightGCN, LightGCNParams, "LightGCN on the target behavior only, BPR"),
-    "lightgcn_m": ModelEntry(LightGCNM, LightGCNMParams, "LightGCN encoder per behavior (HPMR w/o PTN), whole-data loss"),
+    "lightgcn_m": ModelEntry(LightGCNM, LightGCNMParams,
+                             "LightGCN encoder per behavior (HPMR w/o PTN), whole-data loss"),
     "ehcf": ModelEntry(EHCF, EHCFParams, "EHCF (AAAI 2020): no graph, cascaded prediction vectors, whole-data loss"),
     "nmtr": ModelEntry(NMTR, NMTRParams, "NMTR (ICDE 2019): NCF units per behavior, cascaded logits, sampled BCE"),
     # the ranking stage: multi-task models on a recall run's candidate lists (--recall-run)
@@ -52,7 +53,8 @@ MODELS: dict[str, ModelEntry] = {
     "mmoe": ModelEntry(MMoE, MMoEParams, "MMoE: shared experts, one softmax gate and tower per task"),
     "ple": ModelEntry(PLE, PLEParams, "PLE: CGC levels of task-specific and shared experts"),
     "dmt": ModelEntry(DMT, DMTParams, "DMT (CIKM 2020): a Transformer per behavior sequence, MMoE, bias network"),
-    "stan": ModelEntry(STAN, STANParams, "STAN (RecSys 2023): PLE + user preference pseudo-labels + Beta stage weights"),
+    "stan": ModelEntry(STAN, STANParams,
+                       "STAN (RecSys 2023): PLE + user preference pseudo-labels + Beta stage weights"),
 }
 
 

@@ -136,7 +136,9 @@ def _tune_managed(driver: neo4j.Driver) -> None:
     with driver.session() as s:
         names = [
             r["name"]
-            for r in s.run("SHOW INDEXES YIELD name, type, entityType WHERE type = 'LOOKUP' AND entityType = 'RELATIONSHIP'")
+            for r in s.run(
+                "SHOW INDEXES YIELD name, type, entityType WHERE type = 'LOOKUP' AND entityType = 'RELATIONSHIP'"
+            )
         ]
         for name in names:
             s.run("DROP INDEX $name IF EXISTS", name=name).consume()

@@ -113,7 +113,8 @@ class RankingData:
         users = ls.users[groups]
         t = torch.from_numpy
         return RankBatch(
-            users=t(users), seqs=tuple(t(s[groups]) for s in ls.seqs), seq_lens=tuple(t(s[groups]) for s in ls.seq_lens),
+            users=t(users), seqs=tuple(t(s[groups]) for s in ls.seqs),
+            seq_lens=tuple(t(s[groups]) for s in ls.seq_lens),
             user_dense=t(self.user_dense[users]), user_rows=t(sizes.astype(np.int64)),
             row_user=t(np.repeat(np.arange(len(groups), dtype=np.int64), sizes)), items=t(ls.items[rows]),
             item_dense=t(self.row_dense(ls, rows)), position=t(ls.position[rows]),
@@ -243,7 +244,8 @@ class CandidateSource:
         self.item_dense = dense([self.train_edges[b][1] for b in self.behaviors], n_items)
         self.meta = RankMeta(n_users=s.n_users, n_items=n_items, tasks=self.behaviors, seq_behaviors=self.behaviors,
                              seq_lengths=(seq_len,) * len(self.behaviors), n_user_dense=self.user_dense.shape[1],
-                             n_item_dense=self.item_dense.shape[1] + int(recall_score_feature), n_positions=n_positions(self.candidates))
+                             n_item_dense=self.item_dense.shape[1] + int(recall_score_feature),
+                             n_positions=n_positions(self.candidates))
 
     @classmethod
     def from_config(cls, recall_run: str | Path, rc: RankingConfig, *, device: str = "cpu",
@@ -345,7 +347,8 @@ def build(recall_run: str | Path, rc: RankingConfig | None = None, *, device: st
     lists = {"train": train_lists, "valid": val_lists, "test": test_lists}
     info = {
         "recall_run": str(src.recall_run), "recall_model": src.recall_info.model, "dataset": src.snapshot.dataset,
-        "candidates": src.candidates, "seq_len": seq_len, "recall_score_feature": rc.recall_score_feature, "valid_fraction": valid_fraction, "seed": seed,
+        "candidates": src.candidates, "seq_len": seq_len, "recall_score_feature": rc.recall_score_feature,
+        "valid_fraction": valid_fraction, "seed": seed,
         "sequence_order": src.sequence_order(),
         "rows": {k: len(v) for k, v in lists.items()},
         "users": {k: v.n_groups for k, v in lists.items()},

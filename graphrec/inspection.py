@@ -44,7 +44,8 @@ class Report:
         parts += ["## nodes", format_table(["label", "nodes"], list(self.nodes.items())), ""]
         parts += ["## relationships",
                   format_table(["type", "kind", "split / holdout", "relationships"],
-                               [[r["type"], r["kind"], r["split"] or "", r["relationships"]] for r in self.relationships]),
+                               [[r["type"], r["kind"], r["split"] or "", r["relationships"]]
+                                for r in self.relationships]),
                   ""]
         if self.funnel:
             parts += ["## funnel and cascade violations (all splits)",
@@ -87,7 +88,8 @@ def dataset_report(driver: neo4j.Driver, dataset: str, top: int = 10, database: 
     if len(behaviors.order) > 2:
         pairs += [(b, behaviors.target) for b in behaviors.order[:-2]]
     for up, down in pairs:
-        row = _rows(driver, "pair-overlap", database, dataset=dataset, upstream=rel_type(up), downstream=rel_type(down))[0]
+        row = _rows(driver, "pair-overlap", database, dataset=dataset, upstream=rel_type(up),
+                    downstream=rel_type(down))[0]
         funnel.append({"upstream": up, "downstream": down, **row})
     degrees = []
     for b in behaviors.order:

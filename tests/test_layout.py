@@ -1,0 +1,62 @@
+"""The house rules as tests: no module shadows the standard library, the CLI runs as a script,
+and the recall models import neither the ranking stage nor config, Neo4j or the training loop
+(../shared/DESIGN.md: models never read config, Neo4j or devices)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = (ROOT / "graphrec", ROOT / "ingest")
+
+
+def _modules() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in pkg.rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_no_module_shadows_the_standard_library():
+    stdlib = sys.stdlib_module_names
+    shadows = [p for p in _modules() if p.stem in stdlib and p.stem != "__init__"]
+    assert not shadows, shadows
+
+
+def test_the_cli_runs_as_a_script():
+    r = subprocess.run([sys.executable, str(ROOT / "graphrec" / "cli.py"), "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("usage: graphrec"), r.stderr[-2000:]
+
+
+def test_recall_models_import_no_ranking_config_neo4j_or_training():
+    forbidden = ("graphrec.ranking", "graphrec.config", "graphrec.neo4j", "neo4j",
+                 "graphrec.train", "graphrec.cli", "ingest")
+    models = [p for p in (ROOT / "graphrec" / "models").glob("*.py") if p.name != "__init__.py"]
+    assert len(models) >= 7
+    for path in models:
+        bad = sorted(m for m in _imports(path) if any(m == f or m.startswith(f + ".") for f in forbidden))
+        assert not bad, (path.name, bad)
+
+
+def test_the_data_set_probe_needs_only_the_standard_library():
+    """`make demo` runs graphrec.datasets before anything is installed."""
+    allowed = set(sys.stdlib_module_names) | {"graphrec", "graphrec.errors", "__future__"}
+    lazy = {"pooch", "requests"}  # imported inside the download function only
+    top = set()
+    for node in ast.parse((ROOT / "graphrec" / "datasets.py").read_text()).body:
+        if isinstance(node, ast.Import):
+            top |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top.add(node.module if node.module.startswith("graphrec") else node.module.split(".")[0])
+    assert top <= allowed and not (top & lazy), top - allowed
