@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from graphrec.errors import BadValue
+from graphrec.runs import open_model
 from graphrec.schema import RECOMMENDED_TYPE, cypher
-from graphrec.train import open_model
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,29 @@ SHA-256 is recorded in the run's ``run.json`` (``files``) and checked before the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from graphrec.errors import UserError
+from graphrec import snapshot as snap
+from graphrec.config import TrainConfig
+from graphrec.errors import UserError, WorkFailed
+from graphrec.models import Recommender, build_model, get_model
+
+if TYPE_CHECKING:
+    from graphrec.adjacency import SparseAdj
+    from graphrec.sampling import TrainData
 
 RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
 
 
 class CheckpointError(UserError):
@@ -79,3 +91,106 @@ def load_weights(run_dir: Path, name: str, device: torch.device | str = "cpu") -
     except Exception as exc:  # torch raises several types for a truncated or foreign file
         raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); it is truncated or "
                               f"not a graphrec weights file: retrain the run") from None
+
+
+# ------------------------------------------------------------------------------------ run records
+
+
+class TrainError(WorkFailed, RuntimeError):
+    pass
+
+
+class RunNotFound(UserError, FileNotFoundError):
+    """A --run that is not a run directory."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class RunInfo:
+    model: str
+    params: dict
+    train: dict
+    dataset: str
+    snapshot: str
+    snapshot_manifest_sha256: str
+    device: str
+    created: str
+    files: dict = dataclasses.field(default_factory=dict)  # SHA-256 of the weights files (graphrec.runs)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def manifest_hash(path: Path) -> str:
+    return hashlib.sha256((Path(path) / snap.MANIFEST).read_bytes()).hexdigest()
+
+
+def load_run(run_dir: str | Path) -> RunInfo:
+    f = Path(run_dir) / RUN_FILE
+    if not f.is_file():
+        raise RunNotFound(f"{run_dir} is not a run directory (no {RUN_FILE}); train one with `graphrec train`")
+    try:
+        data = json.loads(f.read_text())
+    except ValueError as exc:
+        raise RunNotFound(f"{f} is not valid JSON ({exc}); the run directory is damaged: train a new run") from None
+    if not isinstance(data, dict):
+        raise RunNotFound(f"{f} holds {type(data).__name__}, not a run's record; train a new run")
+    if data.get("stage") == "ranking":
+        raise TrainError(f"{run_dir} is a ranking run; this needs a recall run (a graph model such as hpmr), e.g. "
+                         f"its --recall-run {data.get('recall_run')}")
+    names = {fl.name for fl in dataclasses.fields(RunInfo)}
+    required = {fl.name for fl in dataclasses.fields(RunInfo) if fl.default is dataclasses.MISSING
+                and fl.default_factory is dataclasses.MISSING}
+    if set(data) - names or required - set(data):
+        raise RunNotFound(f"{f} is not a recall run's record (keys {sorted(data)}; expected {sorted(names)}); "
+                          "train a new run")
+    return RunInfo(**data)
+
+
+def params_from_dict(model: str, data: dict) -> Any:
+    """A run's recorded params, strictly: a key this graphrec does not know means the run was made
+    by another version, and its weights would not fit the model built here."""
+    from graphrec.config import ConfigError, _build
+
+    try:
+        return _build(get_model(model).params, data, f"run.json params of {model}")
+    except ConfigError as exc:
+        raise RunNotFound(f"{exc.args[0]}; the run was made by another graphrec version: retrain it") from None
+
+
+def _recorded_train(info: RunInfo) -> TrainConfig:
+    from graphrec.config import ConfigError, _build
+
+    try:
+        return _build(TrainConfig, info.train, "run.json train")
+    except ConfigError as exc:
+        raise RunNotFound(f"{exc.args[0]}; the run was made by another graphrec version: retrain it") from None
+
+
+def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot_path: str | Path | None = None,
+               weights: str = BEST) -> tuple[RunInfo, Recommender, TrainData, dict[str, SparseAdj]]:
+    """Rebuild a trained model from its run directory (for evaluate and recommend)."""
+    from graphrec.sampling import TrainData  # sampling imports this module's errors
+
+    info = load_run(run_dir)
+    path = Path(snapshot_path or info.snapshot)
+    if manifest_hash(path) != info.snapshot_manifest_sha256:
+        raise TrainError(f"snapshot {path} is not the one run {run_dir} was trained on (manifest hash differs); "
+                         "pass the right --snapshot or retrain")
+    s = snap.read(path)
+    tc = _recorded_train(info)
+    params = params_from_dict(info.model, info.params)
+    cls = get_model(info.model).cls
+    data = TrainData.for_model(s, tc, cls, device)
+    model = build_model(info.model, params, data.meta).to(device)
+    state = load_weights(Path(run_dir), weights, device)
+    model.load_state_dict(state["model"] if "model" in state else state)
+    model.eval()
+    return info, model, data, data.graphs(cls.relations(data.meta), device)

@@ -1,4 +1,5 @@
-"""Training: the only place with optimizers, epochs, early stopping, checkpoints and run directories.
+"""The recall training loop: epochs, protocols, early stopping, checkpoints (the data it trains on
+is graphrec.sampling, run directories and weights graphrec.runs, optimizers graphrec.optimize).
 
     config → snapshot → TrainData → model → fit → evaluate
 
@@ -11,32 +12,48 @@ and ``curve.png``. Everything loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
 
 from graphrec import snapshot as snap
-from graphrec.adjacency import SparseAdj, normalized_bipartite
 from graphrec.config import TrainConfig
-from graphrec.errors import UserError, WorkFailed
-from graphrec.evaluate import UserItems, evaluate_full
-from graphrec.models import GraphMeta, Recommender, build_model, get_model
+from graphrec.evaluate import evaluate_full
+from graphrec.models import Recommender, build_model, get_model
 from graphrec.models.base import Batch
+from graphrec.optimize import make_optimizer as make_optimizer
+from graphrec.optimize import optimize_epoch as optimize_epoch
 from graphrec.progress import STDERR, format_table
-from graphrec.runs import RUN_FILE, load_weights, save_weights, write_atomic
-from graphrec.schema import derived_name
-
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
-
+from graphrec.runs import BEST as BEST
+from graphrec.runs import CHECKPOINT as CHECKPOINT
+from graphrec.runs import METRICS_FILE as METRICS_FILE
+from graphrec.runs import RUN_FILE as RUN_FILE
+from graphrec.runs import RunInfo as RunInfo
+from graphrec.runs import RunNotFound as RunNotFound
+from graphrec.runs import TrainError as TrainError
+from graphrec.runs import _recorded_train
+from graphrec.runs import load_run as load_run
+from graphrec.runs import load_weights as load_weights
+from graphrec.runs import manifest_hash as manifest_hash
+from graphrec.runs import open_model as open_model
+from graphrec.runs import params_from_dict as params_from_dict
+from graphrec.runs import pick_device as pick_device
+from graphrec.runs import save_weights as save_weights
+from graphrec.runs import write_atomic as write_atomic
+from graphrec.sampling import TrainData as TrainData
+from graphrec.sampling import _meta as _meta
+from graphrec.sampling import behavior_pair_batches as behavior_pair_batches
+from graphrec.sampling import member as member
+from graphrec.sampling import pair_batches as pair_batches
+from graphrec.sampling import sample_negatives as sample_negatives
+from graphrec.sampling import train_behaviors as train_behaviors
+from graphrec.sampling import user_batches as user_batches
 
 #: What each protocol's test figures mean, printed beside every results table.
 PROTOCOL_NOTES = {
@@ -48,288 +65,13 @@ PROTOCOL_NOTES = {
 }
 
 
-class TrainError(WorkFailed, RuntimeError):
-    pass
-
-
-class RunNotFound(UserError, FileNotFoundError):
-    """A --run that is not a run directory."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
-
-
 # ----------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class TrainData:
-    """What training needs from a snapshot under one protocol, as arrays and padded tensors."""
-
-    meta: GraphMeta
-    edges: dict[str, tuple[np.ndarray, np.ndarray]]  # training edges per relation
-    positives: dict[str, UserItems]                  # relation -> item lists per user (truncated)
-    selection: str | None                            # split used for early stopping (None: fixed budget)
-    eval_sets: dict[str, tuple[UserItems, UserItems]]  # split -> (held-out items, items excluded from ranking)
-    protocol: str
-
-    @classmethod
-    def from_snapshot(cls, s: snap.Snapshot, protocol: str, relations: tuple[str, ...],
-                      pad_percentile: float = 99.99, device: torch.device | str = "cpu",
-                      behaviors: tuple[str, ...] | None = None) -> "TrainData":
-        target = s.target
-        codes = snap.SPLIT_CODES
-        # paper and fixed train on every non-test purchase; honest holds the validation purchase out
-        every_purchase = protocol in ("paper", "fixed")
-        train_codes = [codes["train"]] + ([codes["valid"]] if every_purchase else [])
-        edges = {}
-        for name in relations:
-            if name not in s.relations:
-                raise TrainError(f"the model needs relation {name!r} but snapshot {s.path} has "
-                                 f"{', '.join(s.relations)}; ingest the behaviors it needs")
-            rel = s.relations[name]
-            if rel.split is not None:
-                keep = np.isin(rel.split, train_codes)
-            elif rel.holdout is not None and every_purchase:
-                # Under `paper` and `fixed` the validation purchase is a training purchase, so the derived edge it
-                # removes must not exist (the held-out *test* item stays, as in the reference code).
-                keep = rel.holdout != codes["valid"]
-            else:
-                keep = np.ones(len(rel), dtype=bool)
-            edges[name] = (rel.user[keep], rel.item[keep])
-        if s.behaviors.target not in edges:
-            mask = np.isin(target.split, train_codes)
-            edges[s.behaviors.target] = (target.user[mask], target.item[mask])
-        positives = {name: _truncated(u, i, s.n_users, pad_percentile).to(device) for name, (u, i) in edges.items()}
-        train_u, train_i = edges[s.behaviors.target]
-        exclude_train = UserItems.from_pairs(train_u, train_i, s.n_users)
-        test_u, test_i = target.select("test")
-        if every_purchase:
-            # `fixed` has no selection split: fit never evaluates before the last epoch
-            eval_sets = {"test": (UserItems.from_pairs(test_u, test_i, s.n_users), exclude_train)}
-            selection = "test" if protocol == "paper" else None
-        else:
-            valid_u, valid_i = target.select("valid")
-            known = (np.concatenate([train_u, valid_u]), np.concatenate([train_i, valid_i]))
-            eval_sets = {"valid": (UserItems.from_pairs(valid_u, valid_i, s.n_users), exclude_train),
-                         "test": (UserItems.from_pairs(test_u, test_i, s.n_users),
-                                  UserItems.from_pairs(*known, s.n_users))}
-            selection = "valid"
-            if len(valid_u) == 0:
-                raise TrainError("the honest protocol needs validation purchases but the snapshot has none; ingest "
-                                 "with ingest.split.valid=true, or train with --set train.protocol=paper")
-        return cls(_meta(s, behaviors), edges, positives, selection, eval_sets, protocol)
-
-    @classmethod
-    def for_model(cls, s: snap.Snapshot, tc: TrainConfig, model_cls: type, device: torch.device | str = "cpu"
-                  ) -> "TrainData":
-        """What ``model_cls`` reads from ``s`` under ``tc`` (its protocol, cascade and padding)."""
-        order = train_behaviors(s, tc)
-        return cls.from_snapshot(s, tc.protocol, model_cls.label_relations(_meta(s, order)), tc.pad_percentile,
-                                 device, order)
-
-    def graphs(self, names: tuple[str, ...], device: torch.device | str) -> dict[str, SparseAdj]:
-        return {n: normalized_bipartite(*self.edges[n], self.meta.n_users, self.meta.n_items, device=device)
-                for n in names}
-
-
-def _truncated(users: np.ndarray, items: np.ndarray, n_users: int, percentile: float) -> UserItems:
-    """Each user's items (ascending id), cut to the given percentile of the non-zero list lengths,
-    as the reference code pads and truncates its positive lists (MODELS.md §0b)."""
-    order = np.lexsort((items, users))
-    users, items = users[order].astype(np.int64), items[order].astype(np.int64)
-    counts = np.bincount(users, minlength=n_users)
-    nonzero = counts[counts > 0]
-    width = max(1, int(math.ceil(np.percentile(nonzero, percentile)))) if len(nonzero) else 1
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    keep = (np.arange(len(users)) - starts[users]) < width
-    return UserItems.from_pairs(users[keep], items[keep], n_users)
 
 
 # -------------------------------------------------------------------------------------------- batches
 
 
-def user_batches(n_users: int, batch_size: int, drop_last: bool, generator: torch.Generator) -> list[torch.Tensor]:
-    perm = torch.randperm(n_users, generator=generator)
-    n = n_users // batch_size if drop_last and n_users >= batch_size else math.ceil(n_users / batch_size)
-    return [perm[k * batch_size:(k + 1) * batch_size] for k in range(n)]
-
-
-def pair_batches(users: np.ndarray, items: np.ndarray, n_items: int, batch_size: int, drop_last: bool,
-                 generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Shuffled (user, positive, negative) batches; negatives uniform over items the user has not
-    interacted with in training (collisions are redrawn)."""
-    n = len(users)
-    perm = torch.randperm(n, generator=generator).numpy()
-    u, i = users[perm].astype(np.int64), items[perm].astype(np.int64)
-    known = np.sort(users.astype(np.int64) * n_items + items)
-    neg = sample_negatives(u, known, n_items, generator)
-    nb = n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
-    return [(torch.from_numpy(u[k * batch_size:(k + 1) * batch_size]),
-             torch.from_numpy(i[k * batch_size:(k + 1) * batch_size]),
-             torch.from_numpy(neg[k * batch_size:(k + 1) * batch_size])) for k in range(nb)]
-
-
-def sample_negatives(users: np.ndarray, known: np.ndarray, n_items: int, generator: torch.Generator,
-                     rounds: int = 20) -> np.ndarray:
-    """One item per entry of ``users`` (int64), uniform over the items that user has no pair with in
-    ``known`` (sorted keys user·n_items + item). Collisions are redrawn for ``rounds`` rounds; the
-    few left after that are drawn from the user's complement directly (a user with every item
-    keeps a colliding draw)."""
-    neg = torch.randint(0, n_items, (len(users),), generator=generator).numpy()
-    for _ in range(rounds):
-        hit = member(known, users * n_items + neg)
-        if not hit.any():
-            return neg
-        neg[hit] = torch.randint(0, n_items, (int(hit.sum()),), generator=generator).numpy()
-    for k in np.flatnonzero(member(known, users * n_items + neg)):
-        lo, hi = np.searchsorted(known, [users[k] * n_items, (users[k] + 1) * n_items])
-        free = np.setdiff1d(np.arange(n_items), known[lo:hi] - users[k] * n_items)
-        if len(free):
-            neg[k] = free[int(torch.randint(0, len(free), (1,), generator=generator))]
-    return neg
-
-
-def behavior_pair_batches(edges: dict[str, tuple[np.ndarray, np.ndarray]], target: str, n_items: int,
-                          batch_size: int, negatives: int, generator: torch.Generator
-                          ) -> list[dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-    """Per step, a slice of every behavior's shuffled training pairs: behavior -> (users, positive
-    items, negative items n×``negatives``). Negatives are uniform over the items the user has no
-    training pair with in *that* behavior. Every behavior is cut into the same number of steps,
-    ceil(|target pairs| / batch_size), in near-equal consecutive slices, so each pair of each
-    behavior is seen exactly once per epoch (no last partial batch is dropped)."""
-    n_steps = math.ceil(len(edges[target][0]) / batch_size)
-    sliced = {}
-    for name, (users, items) in edges.items():
-        n = len(users)
-        perm = torch.randperm(n, generator=generator).numpy()
-        u, i = users[perm].astype(np.int64), items[perm].astype(np.int64)
-        known = np.sort(users.astype(np.int64) * n_items + items)
-        neg = sample_negatives(np.repeat(u, negatives), known, n_items, generator).reshape(n, negatives)
-        bounds = (np.arange(n_steps + 1) * n) // max(n_steps, 1)
-        sliced[name] = (torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(neg), bounds)
-    return [{name: (u[b[k]:b[k + 1]], i[b[k]:b[k + 1]], neg[b[k]:b[k + 1]]) for name, (u, i, neg, b) in sliced.items()}
-            for k in range(n_steps)]
-
-
-def member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Whether each of ``keys`` is in ``sorted_keys`` (ascending; may be empty)."""
-    if len(sorted_keys) == 0:
-        return np.zeros(len(keys), dtype=bool)
-    pos = np.searchsorted(sorted_keys, keys).clip(max=len(sorted_keys) - 1)
-    return sorted_keys[pos] == keys
-
-
 # ----------------------------------------------------------------------------------------------- runs
-
-
-@dataclass
-class RunInfo:
-    model: str
-    params: dict
-    train: dict
-    dataset: str
-    snapshot: str
-    snapshot_manifest_sha256: str
-    device: str
-    created: str
-    files: dict = dataclasses.field(default_factory=dict)  # SHA-256 of the weights files (graphrec.runs)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
-
-
-def manifest_hash(path: Path) -> str:
-    return hashlib.sha256((Path(path) / snap.MANIFEST).read_bytes()).hexdigest()
-
-
-def load_run(run_dir: str | Path) -> RunInfo:
-    f = Path(run_dir) / RUN_FILE
-    if not f.is_file():
-        raise RunNotFound(f"{run_dir} is not a run directory (no {RUN_FILE}); train one with `graphrec train`")
-    try:
-        data = json.loads(f.read_text())
-    except ValueError as exc:
-        raise RunNotFound(f"{f} is not valid JSON ({exc}); the run directory is damaged: train a new run") from None
-    if not isinstance(data, dict):
-        raise RunNotFound(f"{f} holds {type(data).__name__}, not a run's record; train a new run")
-    if data.get("stage") == "ranking":
-        raise TrainError(f"{run_dir} is a ranking run; this needs a recall run (a graph model such as hpmr), e.g. "
-                         f"its --recall-run {data.get('recall_run')}")
-    names = {fl.name for fl in dataclasses.fields(RunInfo)}
-    required = {fl.name for fl in dataclasses.fields(RunInfo) if fl.default is dataclasses.MISSING
-                and fl.default_factory is dataclasses.MISSING}
-    if set(data) - names or required - set(data):
-        raise RunNotFound(f"{f} is not a recall run's record (keys {sorted(data)}; expected {sorted(names)}); "
-                          "train a new run")
-    return RunInfo(**data)
-
-
-def params_from_dict(model: str, data: dict) -> Any:
-    """A run's recorded params, strictly: a key this graphrec does not know means the run was made
-    by another version, and its weights would not fit the model built here."""
-    from graphrec.config import ConfigError, _build
-
-    try:
-        return _build(get_model(model).params, data, f"run.json params of {model}")
-    except ConfigError as exc:
-        raise RunNotFound(f"{exc.args[0]}; the run was made by another graphrec version: retrain it") from None
-
-
-def _recorded_train(info: RunInfo) -> TrainConfig:
-    from graphrec.config import ConfigError, _build
-
-    try:
-        return _build(TrainConfig, info.train, "run.json train")
-    except ConfigError as exc:
-        raise RunNotFound(f"{exc.args[0]}; the run was made by another graphrec version: retrain it") from None
-
-
-def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot_path: str | Path | None = None,
-               weights: str = BEST) -> tuple[RunInfo, Recommender, TrainData, dict[str, SparseAdj]]:
-    """Rebuild a trained model from its run directory (for evaluate and recommend)."""
-    info = load_run(run_dir)
-    path = Path(snapshot_path or info.snapshot)
-    if manifest_hash(path) != info.snapshot_manifest_sha256:
-        raise TrainError(f"snapshot {path} is not the one run {run_dir} was trained on (manifest hash differs); "
-                         "pass the right --snapshot or retrain")
-    s = snap.read(path)
-    tc = _recorded_train(info)
-    params = params_from_dict(info.model, info.params)
-    cls = get_model(info.model).cls
-    data = TrainData.for_model(s, tc, cls, device)
-    model = build_model(info.model, params, data.meta).to(device)
-    state = load_weights(Path(run_dir), weights, device)
-    model.load_state_dict(state["model"] if "model" in state else state)
-    model.eval()
-    return info, model, data, data.graphs(cls.relations(data.meta), device)
-
-
-def _meta(s: snap.Snapshot, behaviors: tuple[str, ...] | None = None) -> GraphMeta:
-    """The snapshot as models see it, restricted to ``behaviors`` (a sub-cascade) when given: its
-    relations are then the base and derived relations among those behaviors only."""
-    order = tuple(behaviors) if behaviors is not None else s.behaviors.order
-    keep = set(order) | {derived_name(a, b) for a in order for b in order if a != b}
-    return GraphMeta(s.n_users, s.n_items, order, tuple(r for r in s.relations if r in keep))
-
-
-def train_behaviors(s: snap.Snapshot, tc: TrainConfig) -> tuple[str, ...]:
-    """The cascade a run trains on: ``train.behaviors`` checked against the snapshot, or all of it."""
-    if tc.behaviors is None:
-        return s.behaviors.order
-    order = tuple(tc.behaviors)
-    full = s.behaviors.order
-    if (not order or order[-1] != full[-1] or any(b not in full for b in order)
-            or list(order) != [b for b in full if b in order]):
-        raise TrainError(f"train.behaviors {list(order)} must be part of the snapshot's cascade {' → '.join(full)} "
-                         f"in the same order and end with the target {full[-1]!r}; e.g. --set "
-                         f"train.behaviors=[{','.join(full[-2:])}], or remove the key to train on every behavior")
-    return order
 
 
 # ----------------------------------------------------------------------------------------------- fit
@@ -355,30 +97,6 @@ def evaluate_split(model: Recommender, graphs, data: TrainData, split: str, ks, 
         users = torch.nonzero(test.counts() > 0).flatten()
         return evaluate_full(score, users, test, exclude, data.meta.n_items, ks=tuple(ks), batch_size=batch_size,
                              device=device, per_user=per_user)
-
-
-def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``train.optimizer`` names (EHCF and NMTR train with Adagrad, as published)."""
-    if tc.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=tc.lr)
-    return torch.optim.Adagrad(model.parameters(), lr=tc.lr, initial_accumulator_value=1e-8)
-
-
-def optimize_epoch(steps: Iterable[tuple[torch.Tensor, dict[str, float]]], opt: torch.optim.Optimizer
-                   ) -> tuple[float, float, dict[str, float]]:
-    """One optimizer step per ``(loss, parts)`` that ``steps`` yields (lazily, so each loss is
-    built after the previous step); returns the summed loss, its mean and the parts' means."""
-    total, parts_sum, n = 0.0, {}, 0
-    for loss, parts in steps:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach())
-        n += 1
-        for k, v in parts.items():
-            parts_sum[k] = parts_sum.get(k, 0.0) + v
-    n = max(n, 1)
-    return total, total / n, {k: v / n for k, v in parts_sum.items()}
 
 
 def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,

@@ -60,3 +60,14 @@ def test_the_data_set_probe_needs_only_the_standard_library():
         elif isinstance(node, ast.ImportFrom) and node.module:
             top.add(node.module if node.module.startswith("graphrec") else node.module.split(".")[0])
     assert top <= allowed and not (top & lazy), top - allowed
+
+
+def test_the_ranking_stage_and_serving_do_not_import_the_training_loop():
+    """Run records, sampling and optimizers live in runs.py, sampling.py and optimize.py, which the
+    recall loop (train.py), the ranking stage and serving share; none of the latter import train.py."""
+    users = [*(ROOT / "graphrec" / "ranking").glob("*.py"), ROOT / "graphrec" / "recommend.py",
+             ROOT / "graphrec" / "runs.py", ROOT / "graphrec" / "sampling.py", ROOT / "graphrec" / "optimize.py"]
+    for path in users:
+        lazy = {n.module for n in ast.walk(ast.parse(path.read_text()))
+                if isinstance(n, ast.ImportFrom) and n.module}
+        assert "graphrec.train" not in _imports(path) | lazy, path.name

@@ -51,7 +51,7 @@ def test_protocols_decide_what_is_trained_on():
 
 
 def test_positive_lists_are_truncated_at_the_percentile():
-    from graphrec.train import _truncated
+    from graphrec.sampling import _truncated
 
     users = np.array([0] * 10 + [1, 2, 2])
     items = np.array(list(range(10)) + [3, 5, 4])

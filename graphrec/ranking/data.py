@@ -40,7 +40,8 @@ from graphrec.config import RankingConfig
 from graphrec.errors import UserError
 from graphrec.evaluate import masked_topk
 from graphrec.ranking.base import RankBatch, RankMeta
-from graphrec.train import member, open_model
+from graphrec.runs import open_model
+from graphrec.sampling import member
 
 
 class RankingDataError(UserError, ValueError):

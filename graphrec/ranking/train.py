@@ -35,7 +35,7 @@ class RankingError(UserError, RuntimeError):
 
 
 def pick_device_name(name: str) -> str:
-    from graphrec.train import pick_device
+    from graphrec.runs import pick_device
 
     return str(pick_device(name))
 
@@ -88,7 +88,8 @@ def evaluate_lists(probs: np.ndarray, ls: ListSet, tasks: tuple[str, ...], weigh
 def fit_ranking(model_name: str, params: Any, rc: RankingConfig, recall_run: str | Path, run_dir: str | Path, *,
                 device: str = "auto", log: TextIO | None = STDERR, data: RankingData | None = None) -> dict:
     from graphrec.models import build_model
-    from graphrec.train import optimize_epoch, pick_device
+    from graphrec.optimize import optimize_epoch
+    from graphrec.runs import pick_device
 
     dev = pick_device(device)
     run_dir = Path(run_dir)
