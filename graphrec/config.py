@@ -275,8 +275,9 @@ def parse_override(text: str) -> dict:
 
 def model_params(config: Config, name: str) -> Any:
     """The params dataclass of model ``name`` filled from ``config.models[name]``, strictly."""
-    from graphrec.models import MODELS, get_model
+    from graphrec.models import all_models, get_model
 
+    MODELS = all_models()
     unknown = sorted(set(config.models) - set(MODELS))
     if unknown:
         raise ConfigError(f"models: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(MODELS))}")
@@ -290,8 +291,9 @@ def model_params(config: Config, name: str) -> Any:
 def train_config(config: Config, name: str) -> TrainConfig:
     """``config.train`` with ``config.model_train[name]`` applied on top, strictly (every entry of
     ``model_train`` must name a model and hold train keys, whichever model is trained)."""
-    from graphrec.models import MODELS
+    from graphrec.models import all_models
 
+    MODELS = all_models()
     unknown = sorted(set(config.model_train) - set(MODELS))
     if unknown:
         raise ConfigError(f"model_train: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(MODELS))}")

@@ -71,3 +71,14 @@ def test_the_ranking_stage_and_serving_do_not_import_the_training_loop():
         lazy = {n.module for n in ast.walk(ast.parse(path.read_text()))
                 if isinstance(n, ast.ImportFrom) and n.module}
         assert "graphrec.train" not in _imports(path) | lazy, path.name
+
+
+def test_one_registry_per_stage():
+    from graphrec.models import MODELS, all_models
+    from graphrec.ranking.registry import RANKERS
+
+    assert {e.stage for e in MODELS.values()} == {"recall"} and {e.stage for e in RANKERS.values()} == {"ranking"}
+    assert set(all_models()) == set(MODELS) | set(RANKERS) and not set(MODELS) & set(RANKERS)
+    top = [n for n in ast.parse((ROOT / "graphrec" / "models" / "__init__.py").read_text()).body
+           if isinstance(n, ast.ImportFrom)]
+    assert not [n.module for n in top if n.module.startswith("graphrec.ranking")]  # only on use, in all_models

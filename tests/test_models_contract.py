@@ -10,11 +10,13 @@ import torch
 
 from graphrec import snapshot as snap
 from graphrec.config import TrainConfig
-from graphrec.models import MODELS, build_model
+from graphrec.models import all_models, build_model
 from graphrec.models.base import Batch, GraphMeta
 from graphrec.recommend import recommend
 from graphrec.schema import Behaviors
 from graphrec.train import TrainData, _batches, fit, open_model
+
+MODELS = all_models()  # both stages' registries
 
 N_PER_SIDE = 8  # users per community; each community has 5 items
 

@@ -16,10 +16,12 @@ from test_models_contract import N_PER_SIDE, RECALL, TINY_PARAMS, TINY_TRAIN, as
 from graphrec import snapshot as snap
 from graphrec import train as train_mod
 from graphrec.config import TrainConfig, load_config, model_params
-from graphrec.models import MODELS, build_model
+from graphrec.models import all_models, build_model
 from graphrec.models.base import GraphMeta, default_coefficient
 from graphrec.schema import Behaviors
 from graphrec.train import TrainData, TrainError, _batches, fit, open_model
+
+MODELS = all_models()  # both stages' registries
 
 TRAIN, TEST = snap.SPLIT_CODES["train"], snap.SPLIT_CODES["test"]
 

@@ -1,4 +1,5 @@
-"""The model registry: one entry per model, name -> (model class, params dataclass)."""
+"""The recall stage's model registry: name -> (model class, params dataclass). The ranking stage
+has its own (graphrec.ranking.registry); get_model looks a name up in either."""
 
 from __future__ import annotations
 
@@ -13,18 +14,6 @@ from graphrec.models.hpmr import HPMR, HPMRParams
 from graphrec.models.lightgcn import LightGCN, LightGCNParams
 from graphrec.models.lightgcn_m import LightGCNM, LightGCNMParams
 from graphrec.models.nmtr import NMTR, NMTRParams
-from graphrec.ranking.dmt import DMT, DMTParams
-from graphrec.ranking.mtl import (
-    PLE,
-    MLPSingle,
-    MLPSingleParams,
-    MMoE,
-    MMoEParams,
-    PLEParams,
-    SharedBottom,
-    SharedBottomParams,
-)
-from graphrec.ranking.stan import STAN, STANParams
 
 
 @dataclass(frozen=True)
@@ -47,22 +36,22 @@ MODELS: dict[str, ModelEntry] = {
                              "LightGCN encoder per behavior (HPMR w/o PTN), whole-data loss"),
     "ehcf": ModelEntry(EHCF, EHCFParams, "EHCF (AAAI 2020): no graph, cascaded prediction vectors, whole-data loss"),
     "nmtr": ModelEntry(NMTR, NMTRParams, "NMTR (ICDE 2019): NCF units per behavior, cascaded logits, sampled BCE"),
-    # the ranking stage: multi-task models on a recall run's candidate lists (--recall-run)
-    "mlp_single": ModelEntry(MLPSingle, MLPSingleParams, "one independent MLP per task (RelaImpr's base)"),
-    "shared_bottom": ModelEntry(SharedBottom, SharedBottomParams, "Shared-Bottom: one shared MLP, one tower per task"),
-    "mmoe": ModelEntry(MMoE, MMoEParams, "MMoE: shared experts, one softmax gate and tower per task"),
-    "ple": ModelEntry(PLE, PLEParams, "PLE: CGC levels of task-specific and shared experts"),
-    "dmt": ModelEntry(DMT, DMTParams, "DMT (CIKM 2020): a Transformer per behavior sequence, MMoE, bias network"),
-    "stan": ModelEntry(STAN, STANParams,
-                       "STAN (RecSys 2023): PLE + user preference pseudo-labels + Beta stage weights"),
 }
 
 
+def all_models() -> dict[str, ModelEntry]:
+    """Both stages' registries: the recall models, then the ranking models."""
+    from graphrec.ranking.registry import RANKERS  # imported on use: recall models never load the ranking stage
+
+    return {**MODELS, **RANKERS}
+
+
 def get_model(name: str) -> ModelEntry:
+    models = all_models() if name not in MODELS else MODELS
     try:
-        return MODELS[name]
+        return models[name]
     except KeyError:
-        raise BadValue(f"unknown model {name!r}; among choices: {', '.join(sorted(MODELS))}") from None
+        raise BadValue(f"unknown model {name!r}; among choices: {', '.join(sorted(models))}") from None
 
 
 def build_model(name: str, params: Any, meta: GraphMeta) -> Recommender:
@@ -72,4 +61,4 @@ def build_model(name: str, params: Any, meta: GraphMeta) -> Recommender:
     return entry.cls(params, meta)
 
 
-__all__ = ["MODELS", "ModelEntry", "get_model", "build_model", "Batch", "GraphMeta", "Recommender"]
+__all__ = ["MODELS", "ModelEntry", "all_models", "get_model", "build_model", "Batch", "GraphMeta", "Recommender"]
