@@ -427,27 +427,34 @@ def _read_csv(path: Path, sep: str, skip_bad_rows: bool = False) -> pd.DataFrame
     return table.to_pandas()
 
 
+def _scan_lines(path: Path, sep: str, header: list[str]):
+    """Each data line of a CSV as ``(line, fields, None, n)``, or ``(line, value, reason, n)`` for one
+    that is not UTF-8 or has ``n`` fields where the header has another number (blank lines skipped)."""
+    with _open_text(path) as fh:
+        for no, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if no == 1 else "utf-8")
+            except UnicodeDecodeError:
+                yield no, raw[:MAX_SHOWN], "not UTF-8 text", 0
+                continue
+            fields = next(csv.reader([text], delimiter=sep), [])
+            if no == 1 or not fields:
+                continue
+            if len(fields) != len(header):
+                yield no, text.rstrip("\r\n"), f"{len(fields)} fields, the header has {len(header)}", len(fields)
+            else:
+                yield no, fields, None, len(fields)
+
+
 def _read_csv_slowly(path: Path, sep: str, header: list[str]) -> pd.DataFrame:
     """Row by row, setting aside rows with the wrong number of fields or bytes that are not UTF-8."""
     rows, lines, bad = [], [], []
-    with _open_text(path) as fh:
-        for no, raw in enumerate(fh, start=1):
-            if no == 1:
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                bad.append((str(path), no, repr(raw[:MAX_SHOWN]), "not UTF-8 text"))
-                continue
-            fields = next(csv.reader([text], delimiter=sep), [])
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                bad.append((str(path), no, text.rstrip("\r\n")[:MAX_SHOWN],
-                            f"{len(fields)} fields, the header has {len(header)}"))
-                continue
-            rows.append(fields)
+    for no, value, reason, _ in _scan_lines(path, sep, header):
+        if reason is None:
+            rows.append(value)
             lines.append(no)
+        else:
+            bad.append((str(path), no, repr(value) if isinstance(value, bytes) else value[:MAX_SHOWN], reason))
     out = pd.DataFrame(rows, columns=header, dtype=object)
     out.attrs["lines"] = np.asarray(lines, dtype=np.int64)
     out.attrs["malformed"] = pd.DataFrame(bad, columns=["file", "line", "value", "reason"])
@@ -457,21 +464,15 @@ def _read_csv_slowly(path: Path, sep: str, header: list[str]) -> pd.DataFrame:
 def _diagnose(path: Path, sep: str, header: list[str], exc: Exception) -> InputError:
     """The line and value behind a failed fast read (the slow pass runs only after a failure)."""
     try:
-        with _open_text(path) as fh:
-            for no, raw in enumerate(fh, start=1):
-                try:
-                    text = raw.decode("utf-8-sig" if no == 1 else "utf-8")
-                except UnicodeDecodeError:
-                    return InputError(path, no, raw[:MAX_SHOWN], "not UTF-8 text",
-                                      "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
-                fields = next(csv.reader([text], delimiter=sep), [])
-                if no > 1 and fields and len(fields) != len(header):
-                    more = len(fields) > len(header)
-                    return InputError(path, no, text.rstrip("\r\n"),
-                                      f"{len(fields)} fields, the header has {len(header)}",
-                                      f"every row needs the header's fields ({sep.join(header)}); "
-                                      + ("quote a value that holds the separator, " if more else
-                                         "an empty trailing field still needs its separator, ") + SKIP_HINT)
+        for no, value, reason, n in _scan_lines(path, sep, header):
+            if reason is None:
+                continue
+            if isinstance(value, bytes):
+                return InputError(path, no, value, reason, "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+            return InputError(path, no, value, reason,
+                              f"every row needs the header's fields ({sep.join(header)}); "
+                              + ("quote a value that holds the separator, " if n > len(header) else
+                                 "an empty trailing field still needs its separator, ") + SKIP_HINT)
     except (OSError, EOFError) as err:
         return InputError(path, None, path.name, f"cannot be read ({err})",
                           "a .gz source must be gzip-compressed text; otherwise name it without .gz")
