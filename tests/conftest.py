@@ -64,6 +64,27 @@ TINY_FOLDER = {
 }
 
 
+def cli_commands(leaves_only: bool = False) -> list[tuple[str, ...]]:
+    """Every command path of graphrec's CLI, found by walking its parser (e.g. ("datasets", "fetch"));
+    with ``leaves_only`` just the runnable ones (not ("datasets",))."""
+    import argparse
+
+    from graphrec.cli import build_parser
+
+    def subcommands(parser):
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return [item for a in actions for item in a.choices.items()]
+
+    def walk(parser, prefix):
+        for name, sub in subcommands(parser):
+            path = prefix + (name,)
+            if not leaves_only or not subcommands(sub):
+                yield path
+            yield from walk(sub, path)
+
+    return list(walk(build_parser(), ()))
+
+
 def tiny_snapshot() -> snap.Snapshot:
     """3 users, 4 items; cart → buy. u0 buys i0 (train), i1 (test); u1 buys i2 (train); u2 buys i3 (train)."""
     return snap.build(

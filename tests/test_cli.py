@@ -3,22 +3,13 @@
 import json
 
 import pytest
+from conftest import cli_commands
 
 from graphrec.cli import build_parser, main
 
 
-def _command_paths(parser, prefix=()):
-    import argparse
-
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield prefix + (name,)
-                yield from _command_paths(sub, prefix + (name,))
-
-
 def test_every_command_has_help(capsys):
-    paths = list(_command_paths(build_parser()))
+    paths = cli_commands()
     assert {("ingest",), ("train",), ("datasets", "fetch"), ("cypher", "run")} <= set(paths)
     for path in [(), *paths]:
         with pytest.raises(SystemExit) as e:

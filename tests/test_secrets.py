@@ -4,14 +4,14 @@ every file written is searched for it."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import traceback
 from pathlib import Path
 
 import pytest
+from conftest import cli_commands
 
-from graphrec.cli import build_parser, main
+from graphrec.cli import main
 from graphrec.neo4j.connection import redact
 
 SECRET = "S3CR/ETPW@X9:Q7?Z5#K3"
@@ -39,15 +39,6 @@ URIS = [
 ])
 def test_redact_keeps_the_host_and_no_piece_of_the_password(uri, shown):
     assert redact(uri) == shown
-
-
-def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _commands(sub, prefix + (name,))
-            return
-    yield prefix
 
 
 def _cases(tmp: Path) -> dict[tuple[str, ...], list[str]]:
@@ -83,7 +74,7 @@ def test_no_command_shows_the_password(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GRAPHREC_DATA", str(tmp_path / "no-data"))
     monkeypatch.setenv("NEO4J_USERNAME", "neo4j")
     cases = _cases(tmp_path)
-    assert set(_commands(build_parser())) == set(cases), "every command needs a case here"
+    assert set(cli_commands(leaves_only=True)) == set(cases), "every command needs a case here"
     outputs = []
     settings = [{"NEO4J_URI": uri} for uri in URIS]
     settings.append({"NEO4J_URI": "bolt://127.0.0.1:1", "NEO4J_PASSWORD": SECRET})
