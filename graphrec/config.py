@@ -277,10 +277,10 @@ def model_params(config: Config, name: str) -> Any:
     """The params dataclass of model ``name`` filled from ``config.models[name]``, strictly."""
     from graphrec.models import all_models, get_model
 
-    MODELS = all_models()
-    unknown = sorted(set(config.models) - set(MODELS))
+    known = all_models()
+    unknown = sorted(set(config.models) - set(known))
     if unknown:
-        raise ConfigError(f"models: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(MODELS))}")
+        raise ConfigError(f"models: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(known))}")
     for other, section in config.models.items():  # a typo in any model's section is an error, not just this one's
         if other != name:
             _build(get_model(other).params, section or {}, f"models.{other}")
@@ -293,10 +293,10 @@ def train_config(config: Config, name: str) -> TrainConfig:
     ``model_train`` must name a model and hold train keys, whichever model is trained)."""
     from graphrec.models import all_models
 
-    MODELS = all_models()
-    unknown = sorted(set(config.model_train) - set(MODELS))
+    known = all_models()
+    unknown = sorted(set(config.model_train) - set(known))
     if unknown:
-        raise ConfigError(f"model_train: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(MODELS))}")
+        raise ConfigError(f"model_train: unknown model {unknown[0]!r}; among choices: {', '.join(sorted(known))}")
     for other, section in config.model_train.items():
         if other != name and section:
             _build(TrainConfig, _merge(dataclasses.asdict(config.train), section), f"model_train.{other}")

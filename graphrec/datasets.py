@@ -455,7 +455,7 @@ def _fetch_files(ds: Dataset, dest: Path, url_of: Callable[[DataFile], str], say
 
 
 def _fetch_prepared(ds: Dataset, dest: Path, say: Log, progressbar: bool) -> None:
-    if all((dest / f.name).is_file() and mismatch(dest / f.name, f) is None for f in ds.files):
+    if _verified(dest, ds, None):
         return
     staging = dest / ".upstream"
     staging.mkdir(exist_ok=True)

@@ -422,8 +422,6 @@ def _read_csv(path: Path, sep: str, skip_bad_rows: bool = False) -> pd.DataFrame
         if not skip_bad_rows or err.line is None:
             raise err from None
         return _read_csv_slowly(path, sep, header)
-    if table.column_names and table.column_names[0].startswith("\ufeff"):
-        table = table.rename_columns([table.column_names[0][1:], *table.column_names[1:]])
     return table.to_pandas()
 
 

@@ -223,3 +223,9 @@ def test_bytes_that_are_not_utf8_gzip_that_is_not_gzip_and_skipping_malformed_ro
     assert sorted(data.frame["user"]) == ["u1", "u3"]
     assert sorted(zip(data.rejected["line"], data.rejected["reason"])) == [
         (3, "4 fields, the header has 3"), (4, "not UTF-8 text")]
+
+
+def test_a_utf8_bom_before_the_header_is_not_part_of_the_first_column(tmp_path):
+    p = tmp_path / "bom.csv"
+    p.write_bytes(b"\xef\xbb\xbfuser,item,behavior\n1,2,buy\n3,4,buy\n")
+    assert sorted(read_source(p).frame["user"]) == ["1", "3"]
