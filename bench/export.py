@@ -16,16 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from graphrec import datasets, graph, snapshot
+from graphrec.config import load_config
+from graphrec.export import export_dataset
+from graphrec.ingest import load
+from graphrec.ingest.readers import read_source
+from graphrec.neo4j import connection, server
+from graphrec.progress import Progress, format_table
 
-from graphrec import datasets, graph, snapshot  # noqa: E402
-from graphrec.config import load_config  # noqa: E402
-from graphrec.export import export_dataset  # noqa: E402
-from graphrec.neo4j import connection, server  # noqa: E402
-from graphrec.progress import Progress, format_table  # noqa: E402
-from ingest import load  # noqa: E402
-from ingest.readers import read_source  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -16,16 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from graphrec import datasets
+from graphrec.config import SplitConfig
+from graphrec.ingest import load
+from graphrec.ingest.readers import read_source
+from graphrec.neo4j import connection, server
+from graphrec.progress import Progress, format_table
 
-from graphrec import datasets  # noqa: E402
-from graphrec.config import SplitConfig  # noqa: E402
-from graphrec.neo4j import connection, server  # noqa: E402
-from graphrec.progress import Progress, format_table  # noqa: E402
-from ingest import load  # noqa: E402
-from ingest.readers import read_source  # noqa: E402
-from ingest.synthetic import BEIBEI_SIZE, cascade_log  # noqa: E402
+from synthetic import BEIBEI_SIZE, cascade_log
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def du(path: Path) -> int:

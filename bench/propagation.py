@@ -2,6 +2,9 @@
 
     python bench/propagation.py [--dim 64] [--device cpu|cuda|auto] [--repeats 7] [--threads N] [--json PATH]
 
+It needs torch and numpy only; where graphrec is not installed (the GPU machine), run it from the
+checkout as `PYTHONPATH=. python bench/propagation.py --device cuda`.
+
 Workload: the real Beibei view graph when ../shared/data/beibei/pv.txt exists (one line per user:
 `uid item item ...`), else seeded unique random edges of the same shape (21,716 users x 7,977 items,
 2,412,586 edges) with Zipf-like item popularity and log-normal user activity. Â is the symmetric
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from statistics import median
@@ -21,11 +23,10 @@ from statistics import median
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from graphrec.adjacency import SparseAdj, csr_tensor, normalized_bipartite, spmm
+from graphrec.progress import format_table
 
-from graphrec.adjacency import SparseAdj, _csr, normalized_bipartite, spmm  # noqa: E402
-from graphrec.progress import format_table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 N_USERS, N_ITEMS, N_EDGES = 21_716, 7_977, 2_412_586
 OURS = "ours: graphrec.adjacency.spmm, explicit transpose"
@@ -74,7 +75,7 @@ def compacted(adj: SparseAdj, keep: float, generator: torch.Generator) -> Sparse
         crow = csr.crow_indices()
         before = kept_before if keep_mask is mask else torch.cat([kept_before[:1], torch.cumsum(keep_mask, 0)])
         kept = torch.nonzero(keep_mask).squeeze(1)
-        return _csr(before.index_select(0, crow.long()).to(crow.dtype), csr.col_indices().index_select(0, kept),
+        return csr_tensor(before.index_select(0, crow.long()).to(crow.dtype), csr.col_indices().index_select(0, kept),
                     csr.values().index_select(0, kept) / keep, tuple(csr.shape)), kept
 
     new_m, _ = squeeze(m, mask)

@@ -32,14 +32,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from graphrec.config import load_config, model_params
+from graphrec.progress import format_table
+from graphrec.ranking.data import build
+from graphrec.ranking.metrics import rela_impr, rela_impr_auc
+from graphrec.ranking.train import fit_ranking, pick_device_name
 
-from graphrec.config import load_config, model_params  # noqa: E402
-from graphrec.progress import format_table  # noqa: E402
-from graphrec.ranking.data import build  # noqa: E402
-from graphrec.ranking.metrics import rela_impr, rela_impr_auc  # noqa: E402
-from graphrec.ranking.train import fit_ranking, pick_device_name  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_MODELS = "mlp_single,shared_bottom,mmoe,ple,dmt,stan"
 CLAIMS = [("mmoe", "shared_bottom"), ("dmt", "mmoe"), ("stan", "ple")]

@@ -24,13 +24,13 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from graphrec.config import PROTOCOLS, load_config, model_params, train_config
+from graphrec.progress import format_table
+from graphrec.train import CHECKPOINT, METRICS_FILE, PROTOCOL_NOTES, fit
 
-from graphrec.config import PROTOCOLS, load_config, model_params, train_config  # noqa: E402
-from graphrec.progress import format_table  # noqa: E402
-from graphrec.published import ABLATIONS, CAVEATS, ablation_order_violations, published, views  # noqa: E402
-from graphrec.train import CHECKPOINT, METRICS_FILE, PROTOCOL_NOTES, fit  # noqa: E402
+from published import ABLATIONS, CAVEATS, ablation_order_violations, published, views
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ABLATION_FLAGS = {
     "w/o URR": dict(use_urr=False),

@@ -21,17 +21,20 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from graphrec import snapshot as snap
+from graphrec.config import load_config, model_params, train_config
+from graphrec.evaluate import evaluate_split
+from graphrec.models import build_model, get_model
+from graphrec.optimize import make_optimizer
+from graphrec.progress import format_table
+from graphrec.runs import pick_device
+from graphrec.sampling import TrainData, model_batches
+
+from published import CAVEATS, published
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from graphrec import snapshot as snap  # noqa: E402
-from graphrec.config import load_config, model_params, train_config  # noqa: E402
-from graphrec.models import build_model, get_model  # noqa: E402
-from graphrec.progress import format_table  # noqa: E402
-from graphrec.published import CAVEATS, published  # noqa: E402
-from graphrec.train import TrainData, _batches, evaluate_split, make_optimizer, pick_device  # noqa: E402
 
 
 def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.device, config: Path | None) -> list:
@@ -55,7 +58,7 @@ def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.dev
             _sync(device)
             t = time.perf_counter()
             n = 0
-            for batch in _batches(model, data, tc, gen, device):
+            for batch in model_batches(model, data, tc.batch_size, tc.drop_last, gen, device):
                 loss, _ = model.loss(batch, graphs)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -27,7 +27,7 @@ _INT32_MAX = 2**31 - 1
 CPU_TILE_BYTES = 512 * 1024
 
 
-def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
     # Invariants hold by construction; checking them would cost a pass over all nonzeros.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -111,7 +111,7 @@ class SparseAdj:
         def compressed(k: Tensor, n_major: int, n_minor: int, vals: Tensor) -> Tensor:
             crow = torch.zeros(n_major + 1, dtype=torch.int64)
             torch.cumsum(torch.bincount(k // n_minor, minlength=n_major), 0, out=crow[1:])
-            return _csr(crow.to(idx), (k % n_minor).to(idx), vals, (n_major, n_minor))
+            return csr_tensor(crow.to(idx), (k % n_minor).to(idx), vals, (n_major, n_minor))
 
         return cls(compressed(key, n_rows, n_cols, values.index_select(0, order)),
                    compressed(key_t, n_cols, n_rows, values.index_select(0, order_t)),
@@ -131,7 +131,7 @@ class SparseAdj:
 
     def _derive(self, csr: Tensor, mask: Tensor) -> Tensor:
         values = torch.where(mask, csr.values() * self._scale, 0.0).to(csr.dtype)
-        return _csr(csr.crow_indices(), csr.col_indices(), values, tuple(csr.shape))
+        return csr_tensor(csr.crow_indices(), csr.col_indices(), values, tuple(csr.shape))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -205,7 +205,7 @@ class SparseAdj:
                     self._plans[key] = _tile_plan(csr, width, self.perm if transposed else None)
                 src, segments = self._plans[key]
                 vals, alpha = self.matrix.values().index_select(0, src), 1.0
-            self._tiles[key] = (vals, alpha, [(r0, r1, c0, c1, _csr(crow, col, vals[a:b], (r1 - r0, c1 - c0)))
+            self._tiles[key] = (vals, alpha, [(r0, r1, c0, c1, csr_tensor(crow, col, vals[a:b], (r1 - r0, c1 - c0)))
                                        for r0, r1, c0, c1, a, b, crow, col in segments])
         return self._tiles[key]
 

@@ -108,10 +108,8 @@ def _config_path(args: argparse.Namespace) -> str | Path | None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from graphrec.config import load_config
-    from graphrec.progress import Progress, format_table
-    from graphrec.schema import rel_type
-    from ingest import load
-    from ingest.readers import read_source
+    from graphrec.ingest.pipeline import ingest_dataset
+    from graphrec.progress import format_table
 
     overrides = list(args.set or [])
     if args.behaviors:
@@ -123,53 +121,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.test:
         overrides.append(f"ingest.test_file={json.dumps(args.test)}")
     cfg = load_config(_config_path(args), overrides).ingest
-    load.validate_dataset_name(args.dataset)
-    source, test_file = args.source, cfg.test_file
-    if source is None:
-        from graphrec import datasets
-
-        folder = datasets.resolve(args.dataset, mirror=args.mirror, log=_log)
-        source, registered_test = datasets.ingest_source(args.dataset, folder)
-        test_file = test_file if test_file is not None else registered_test
-    t0 = time.perf_counter()
-    _log(f"reading {source} ...")
-    data = read_source(source, cfg.format, cfg.behaviors, cfg.columns, skip_bad_rows=args.skip_bad_rows,
-                       behavior_values=cfg.behavior_values, time_format=cfg.time_format, test_file=test_file)
-    if len(data.rejected):
-        home = Path(args.home or os.environ.get("GRAPHREC_HOME") or ".graphrec")
-        rejects = Path(args.rejects) if args.rejects else home / "rejected" / f"{args.dataset}.tsv"
-        try:
-            rejects.parent.mkdir(parents=True, exist_ok=True)
-            tmp = rejects.with_name(f".{rejects.name}.tmp")
-            data.rejected.to_csv(tmp, sep="\t", index=False)
-            os.replace(tmp, rejects)
-        except OSError as exc:
-            raise BadValue(f"cannot write the rejected rows to {rejects} ({exc.strerror}); pass --rejects FILE in a "
-                           "folder you can write") from None
-        _log(f"set aside {len(data.rejected):,} bad rows → {rejects}")
-    prepared = load.prepare(data, args.dataset, cfg.split)
-    read_s = time.perf_counter() - t0
-    _log(f"read {data.raw_rows:,} interactions in {read_s:.1f} s ({data.raw_rows / max(read_s, 1e-9):,.0f} rows/s); "
-         f"behaviors {data.behaviors}; test split: {prepared.split_method}")
-    driver, database = _driver(args)
-    progress = Progress()
-    try:
-        report = load.ingest(driver, prepared, replace=args.replace, batch_rows=cfg.batch_rows, progress=progress,
-                             database=database)
-    finally:
-        driver.close()
-    base = {rel_type(b) for b in prepared.behaviors.order}
-    rows = []
-    for key, n in report.counts.items():
-        kind = "node" if key in ("users", "items") else ("split" if ":" in key else
-                                                         ("base" if key in base else "derived"))
-        rows.append([key, kind, n])
-    print(f"dataset {report.dataset}: {report.outcome} in {time.perf_counter() - t0:.1f} s "
-          f"(rejected rows: {len(data.rejected):,})")
+    run = ingest_dataset(args.dataset, cfg, lambda: _driver(args), source=args.source, mirror=args.mirror,
+                         skip_bad_rows=args.skip_bad_rows, rejects=args.rejects, home=args.home,
+                         replace=args.replace, log=_log)
+    report = run.report
+    print(f"dataset {report.dataset}: {report.outcome} in {run.seconds:.1f} s (rejected rows: {run.rejected:,})")
     if report.phases:
         print(format_table(["phase", "rows", "seconds", "rows/s"],
                            [[p.name, p.rows, round(p.seconds, 2), round(p.rate)] for p in report.phases]))
-    print(format_table(["count", "kind", "value"], rows))
+    print(format_table(["count", "kind", "value"], run.count_rows()))
     return 0
 
 
@@ -194,8 +154,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
+    from graphrec.ingest import load
     from graphrec.progress import Progress
-    from ingest import load
 
     driver, database = _driver(args)
     try:
@@ -376,155 +336,33 @@ def _recall_snapshot_from_neo4j(args: argparse.Namespace) -> None:
     """The ranking data comes from the snapshot the recall run was trained on. When that directory
     is gone, export it again from Neo4j: exports are byte-for-byte reproducible, so an unchanged
     graph gives the same manifest, which the recall run's hash check then confirms."""
-    from graphrec.train import load_run
+    from graphrec.runs import load_run
 
     info = load_run(args.recall_run)
     path = Path(info.snapshot)
     _export_if_missing(args, info.dataset, path, f"snapshot {path} of recall run {args.recall_run} is missing")
 
 
-def _is_ranking_run(run: str) -> bool:
-    f = Path(run) / "run.json"
-    try:
-        info = json.loads(f.read_text()) if f.is_file() else None
-    except ValueError:
-        return False  # the recall loader says what is wrong with it
-    return isinstance(info, dict) and info.get("stage") == "ranking"
-
-
-def _evaluate_ranking(args: argparse.Namespace) -> int:
-    from graphrec.progress import format_table
-    from graphrec.ranking.data import build
-    from graphrec.ranking.train import evaluate_lists, open_ranking, pick_device_name, predict, score_weights
-
-    device = pick_device_name(args.device)
-    ks = args.ks
-    rows, data_cache = [], {}
-    for run in args.run:
-        info, rc, model, src = open_ranking(run, device)
-        key = (info["recall_run"], json.dumps(info["ranking"], sort_keys=True))
-        if key not in data_cache:
-            data_cache[key] = build(info["recall_run"], rc, device=device, source=src)[0]
-        data = data_cache[key]
-        ls = data.lists["test"]
-        m = evaluate_lists(predict(model, data, ls, device), ls, data.meta.tasks,
-                           score_weights(rc, len(data.meta.tasks)), ks)
-        tasks = data.meta.tasks
-        rows.append([info["model"], *[f"{m[f'auc_{t}']:.4f}" for t in tasks],
-                     *[f"{m[f'auc_{t}_retrieved']:.4f}" for t in tasks],
-                     *[f"{m[f'final_{kind}@{k}']:.4f}" for kind in ("ndcg", "mrr", "precision") for k in ks],
-                     *[f"{m[f'recall_ndcg@{k}']:.4f}" for k in ks], run])
-    headers = ["model", *[f"AUC {t} (lists)" for t in tasks], *[f"AUC {t} (retrieved)" for t in tasks],
-               *[f"{kind}@{k} final" for kind in ("NDCG", "MRR", "P")
-                                                         for k in ks], *[f"NDCG@{k} recall alone" for k in ks], "run"]
-    print(f"ranking stage on the test lists (AUC grouped by user over each whole list, held-out purchases appended "
-          f"where the recall missed them, and over the retrieved rows only; 'final' = the retrieved "
-          f"candidates re-ordered by the ranker; sequences: {data.info['sequence_order']})")
-    print(format_table(headers, rows))
-    return 0
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from graphrec.evaluate import evaluate_sampled
-    from graphrec.progress import format_table
-    from graphrec.train import evaluate_split, open_model, pick_device
+    from graphrec.assess import SparsityRequest, evaluate_runs
 
-    ranking = [_is_ranking_run(r) for r in args.run]
-    if any(ranking):
-        if not all(ranking):
-            raise BadValue("--run mixes recall and ranking runs; evaluate them separately")
-        return _evaluate_ranking(args)
-    device = pick_device(args.device)
-    ks = args.ks
-    opened = []
-    for run in args.run:
-        info, model, data, graphs = open_model(run, device, args.snapshot)
-        opened.append((run, info, model, data, graphs))
-        rows = []
-        for split in data.eval_sets:
-            m = evaluate_split(model, graphs, data, split, ks, 1024, device)
-            rows.append([split, "full ranking", *[f"{m[f'{kind}@{k}']:.4f}" for kind in ("hr", "ndcg", "recall")
-                                                   for k in ks], m["users"]])
-            if args.sampled:
-                import torch
-
-                test, _ = data.eval_sets[split]
-                with torch.no_grad():
-                    full = model.scorer(graphs)
-                    score_pairs = lambda u, i: full(u).gather(1, i)  # noqa: E731
-                    users = torch.nonzero(test.counts() > 0).flatten()
-                    m = evaluate_sampled(score_pairs, users, test, _all_known(data), data.meta.n_items,
-                                         n_negatives=args.negatives, ks=tuple(ks), seed=args.seed, device=device)
-                rows.append([split, f"1 + {args.negatives} sampled", *[f"{m[f'{kind}@{k}']:.4f}"
-                                                                      for kind in ("hr", "ndcg") for k in ks],
-                             *[""] * len(ks), m["users"]])
-        headers = ["split", "protocol", *[f"{kind}@{k}" for kind in ("hr", "ndcg", "recall") for k in ks], "users"]
-        print(f"{info.model} on {info.dataset} ({info.train['protocol']} protocol; run {run})")
-        print(format_table(headers, rows))
-    if args.by_sparsity:
-        _by_sparsity(args, opened, ks, device)
+    sparsity = SparsityRequest(args.groups, args.n_groups, args.out) if args.by_sparsity else None
+    report = evaluate_runs(args.run, ks=args.ks, device=args.device, snapshot=args.snapshot,
+                           sampled_negatives=args.negatives if args.sampled else None, seed=args.seed,
+                           sparsity=sparsity)
+    print("\n\n".join(t.render() for t in report.tables))
+    if report.written:
+        print("wrote " + ", ".join(str(p) for p in report.written))
     return 0
-
-
-def _by_sparsity(args: argparse.Namespace, opened: list, ks: list[int], device) -> None:
-    import numpy as np
-
-    from graphrec import sparsity
-    from graphrec.progress import format_table
-    from graphrec.train import evaluate_split
-
-    hashes = {info.snapshot_manifest_sha256 for _, info, *_ in opened}
-    if len(hashes) > 1:
-        raise BadValue("--by-sparsity compares runs on the same snapshot; these runs were trained on different ones")
-    _, info, _, data, _ = opened[0]
-    from graphrec import snapshot as snap
-
-    s = snap.read(args.snapshot or info.snapshot, verify_hashes=False)
-    train_counts = np.bincount(data.edges[data.meta.target][0], minlength=data.meta.n_users)
-    raw = (sparsity.read_split_file(args.groups, s.users) if args.groups
-           else sparsity.quantile_groups(train_counts, args.n_groups))
-    groups = sparsity.label_groups(raw, train_counts)
-    per_model, evaluated = {}, None
-    for run, info, model, data, graphs in opened:
-        values = evaluate_split(model, graphs, data, "test", ks, 1024, device, per_user=True)
-        evaluated = values.pop("users").cpu().numpy()
-        per_model[f"{info.model}" if len(opened) == len({i.model for _, i, *_ in opened}) else Path(run).name] = {
-            k: v.cpu().numpy() for k, v in values.items()}
-    metrics = tuple(f"{kind}@{k}" for kind in ("hr", "ndcg") for k in ks)
-    headers, rows = sparsity.table(groups, per_model, evaluated, metrics)
-    source = f"groups from {args.groups}" if args.groups else f"{len(groups)} quantile groups of training purchases"
-    print(f"\ntest accuracy by user sparsity ({source}; {info.train['protocol']} protocol)")
-    print(format_table(headers, [[r[0], r[1], *[f"{v:.4f}" for v in r[2:]]] for r in rows]))
-    out = Path(args.out or opened[0][0])
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "sparsity.csv", "w") as fh:
-        fh.write(",".join(headers) + "\n")
-        for r in rows:
-            fh.write(",".join(str(v) for v in r) + "\n")
-    for metric in metrics:
-        sparsity.plot(headers, rows, metric, out / f"sparsity-{metric.replace('@', '')}.png",
-                      f"{info.dataset}: test {metric} by training purchases")
-    print(f"wrote {out / 'sparsity.csv'} and sparsity-*.png")
-
-
-def _all_known(data):
-    """Every target item a user has in the snapshot (negatives of the sampled protocol avoid them)."""
-    import numpy as np
-
-    from graphrec.evaluate import UserItems
-
-    pairs = [data.edges[data.meta.target]] + [(np.repeat(np.arange(len(t.indptr) - 1), np.diff(t.indptr.numpy())),
-                                               t.indices.numpy()) for t, _ in data.eval_sets.values()]
-    return UserItems.from_pairs(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]),
-                                data.meta.n_users)
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from graphrec.assess import is_ranking_run
     from graphrec.progress import format_table
     from graphrec.recommend import recommend, write_back
-    from graphrec.train import load_run, pick_device
+    from graphrec.runs import load_run, pick_device
 
-    if _is_ranking_run(args.run):
+    if is_ranking_run(args.run):
         return _recommend_ranked(args)
     recs = recommend(args.run, args.user, k=args.k, device=str(pick_device(args.device)),  # auto: CUDA if any
                      snapshot_path=args.snapshot)

@@ -193,7 +193,7 @@ DATASETS: tuple[Dataset, ...] = (
                 Upstream(*_MBCGCN, "Data/cart/test.txt", 157925),
                 Upstream(*_MULE, "data/taobao/view.txt", 8971128, "2c5b2eb40f998847457e9a828d8997a7b207e4b7")),
         prepare="mbcgcn",
-        note="published numbers of 7 models on exactly these files (graphrec.published)"),
+        note="published numbers of 7 models on exactly these files (bench/published.py)"),
     Dataset(
         "retailrocket", "Retailrocket, CML/KMCLR preprocessing", ("view", "cart", "buy"), "csv", 2174, 29905,
         (DataFile("events.csv", 2465347, "cdcc4076aeadf90db59a83d6b36bd839f3edb3f4b3b84f30a5507243903f9129",

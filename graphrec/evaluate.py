@@ -51,13 +51,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from graphrec.errors import BadValue
+
+if TYPE_CHECKING:  # both import this module
+    from graphrec.models import Recommender
+    from graphrec.sampling import TrainData
 
 NdcgIdeal = Literal["standard", "hits"]
 Pairs = tuple[Tensor, Tensor]
@@ -432,3 +436,16 @@ def evaluate_sampled(score_pairs_fn: Callable[[Tensor, Tensor], Tensor],
     result["users"] = int(users.numel())
     result["pairs"] = int(rank.numel())
     return result
+
+
+def evaluate_split(model: "Recommender", graphs, data: "TrainData", split: str, ks, batch_size: int,
+                   device: torch.device, *, per_user: bool = False) -> dict:
+    """Full-ranking metrics of one split: averages, or with ``per_user`` per-user tensors plus
+    "users" (the node ids they belong to)."""
+    model.eval()
+    with torch.no_grad():
+        score = model.scorer(graphs)
+        test, exclude = data.eval_sets[split]
+        users = torch.nonzero(test.counts() > 0).flatten()
+        return evaluate_full(score, users, test, exclude, data.meta.n_items, ks=tuple(ks), batch_size=batch_size,
+                             device=device, per_user=per_user)

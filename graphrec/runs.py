@@ -165,7 +165,7 @@ def params_from_dict(model: str, data: dict) -> Any:
         raise RunNotFound(f"{exc.args[0]}; the run was made by another graphrec version: retrain it") from None
 
 
-def _recorded_train(info: RunInfo) -> TrainConfig:
+def recorded_train(info: RunInfo) -> TrainConfig:
     from graphrec.config import ConfigError, _build
 
     try:
@@ -185,7 +185,7 @@ def open_model(run_dir: str | Path, device: torch.device | str = "cpu", snapshot
         raise TrainError(f"snapshot {path} is not the one run {run_dir} was trained on (manifest hash differs); "
                          "pass the right --snapshot or retrain")
     s = snap.read(path)
-    tc = _recorded_train(info)
+    tc = recorded_train(info)
     params = params_from_dict(info.model, info.params)
     cls = get_model(info.model).cls
     data = TrainData.for_model(s, tc, cls, device)

@@ -13,7 +13,8 @@ from graphrec import snapshot as snap
 from graphrec.adjacency import SparseAdj, normalized_bipartite
 from graphrec.config import TrainConfig
 from graphrec.evaluate import UserItems
-from graphrec.models import GraphMeta
+from graphrec.models import GraphMeta, Recommender
+from graphrec.models.base import Batch
 from graphrec.runs import TrainError
 from graphrec.schema import derived_name
 
@@ -193,3 +194,26 @@ def train_behaviors(s: snap.Snapshot, tc: TrainConfig) -> tuple[str, ...]:
                          f"in the same order and end with the target {full[-1]!r}; e.g. --set "
                          f"train.behaviors=[{','.join(full[-2:])}], or remove the key to train on every behavior")
     return order
+
+
+def model_batches(model: Recommender, data: TrainData, batch_size: int, drop_last: bool, gen: torch.Generator,
+                  dev: torch.device | str):
+    """One epoch of training batches in the form ``model.batching`` asks for."""
+    if model.batching == "users":
+        for users in user_batches(data.meta.n_users, batch_size, drop_last, gen):
+            users = users.to(dev)
+            yield Batch(users=users, positives={k: v.rows(users) for k, v in data.positives.items()})
+    elif model.batching == "pairs":
+        t = data.meta.target
+        u, i = data.edges[t]
+        for bu, bp, bn in pair_batches(u, i, data.meta.n_items, batch_size, drop_last, gen):
+            yield Batch(users=bu.to(dev), pos={t: bp.to(dev)}, neg={t: bn.to(dev)})
+    elif model.batching == "behavior_pairs":
+        t = data.meta.target
+        edges = {r: data.edges[r] for r in type(model).label_relations(data.meta)}
+        ratio = int(getattr(model, "negatives_per_positive", 1))
+        for step in behavior_pair_batches(edges, t, data.meta.n_items, batch_size, ratio, gen):
+            pairs = {r: tuple(x.to(dev) for x in v) for r, v in step.items()}
+            yield Batch(users=pairs[t][0], pairs=pairs)
+    else:
+        raise TrainError(f"unknown batching {model.batching!r} of {type(model).__name__}")

@@ -24,36 +24,27 @@ import torch
 
 from graphrec import snapshot as snap
 from graphrec.config import TrainConfig
-from graphrec.evaluate import evaluate_full
-from graphrec.models import Recommender, build_model, get_model
-from graphrec.models.base import Batch
-from graphrec.optimize import make_optimizer as make_optimizer
-from graphrec.optimize import optimize_epoch as optimize_epoch
+from graphrec.evaluate import evaluate_split
+from graphrec.models import build_model, get_model
+from graphrec.optimize import make_optimizer, optimize_epoch
 from graphrec.progress import STDERR, format_table
-from graphrec.runs import BEST as BEST
-from graphrec.runs import CHECKPOINT as CHECKPOINT
-from graphrec.runs import METRICS_FILE as METRICS_FILE
-from graphrec.runs import RUN_FILE as RUN_FILE
-from graphrec.runs import RunInfo as RunInfo
-from graphrec.runs import RunNotFound as RunNotFound
-from graphrec.runs import TrainError as TrainError
-from graphrec.runs import _recorded_train
-from graphrec.runs import load_run as load_run
-from graphrec.runs import load_weights as load_weights
-from graphrec.runs import manifest_hash as manifest_hash
-from graphrec.runs import open_model as open_model
-from graphrec.runs import params_from_dict as params_from_dict
-from graphrec.runs import pick_device as pick_device
-from graphrec.runs import save_weights as save_weights
-from graphrec.runs import write_atomic as write_atomic
-from graphrec.sampling import TrainData as TrainData
-from graphrec.sampling import _meta as _meta
-from graphrec.sampling import behavior_pair_batches as behavior_pair_batches
-from graphrec.sampling import member as member
-from graphrec.sampling import pair_batches as pair_batches
-from graphrec.sampling import sample_negatives as sample_negatives
-from graphrec.sampling import train_behaviors as train_behaviors
-from graphrec.sampling import user_batches as user_batches
+from graphrec.runs import (
+    BEST,
+    CHECKPOINT,
+    METRICS_FILE,
+    RUN_FILE,
+    RunInfo,
+    TrainError,
+    load_run,
+    load_weights,
+    manifest_hash,
+    open_model,
+    pick_device,
+    recorded_train,
+    save_weights,
+    write_atomic,
+)
+from graphrec.sampling import TrainData, model_batches
 
 #: What each protocol's test figures mean, printed beside every results table.
 PROTOCOL_NOTES = {
@@ -84,19 +75,6 @@ class FitResult:
     final: dict
     epochs_run: int
     stopped_early: bool
-
-
-def evaluate_split(model: Recommender, graphs, data: TrainData, split: str, ks, batch_size: int,
-                   device: torch.device, *, per_user: bool = False) -> dict:
-    """Full-ranking metrics of one split: averages, or with ``per_user`` per-user tensors plus
-    "users" (the node ids they belong to)."""
-    model.eval()
-    with torch.no_grad():
-        score = model.scorer(graphs)
-        test, exclude = data.eval_sets[split]
-        users = torch.nonzero(test.counts() > 0).flatten()
-        return evaluate_full(score, users, test, exclude, data.meta.n_items, ks=tuple(ks), batch_size=batch_size,
-                             device=device, per_user=per_user)
 
 
 def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,
@@ -157,8 +135,8 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
         for epoch in range(state["epoch"], tc.epochs):
             model.train()
             t0 = time.perf_counter()
-            total, mean_loss, mean_parts = optimize_epoch(
-                (model.loss(batch, graphs) for batch in _batches(model, data, tc, gen, dev)), opt)
+            batches = model_batches(model, data, tc.batch_size, tc.drop_last, gen, dev)
+            total, mean_loss, mean_parts = optimize_epoch((model.loss(b, graphs) for b in batches), opt)
             if not math.isfinite(total):
                 raise TrainError(f"epoch {epoch + 1}: the loss is {total}; lower train.lr or check the params")
             epoch_s = time.perf_counter() - t0
@@ -202,32 +180,11 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
                      stopped_early)
 
 
-def _batches(model: Recommender, data: TrainData, tc: TrainConfig, gen: torch.Generator, dev: torch.device):
-    if model.batching == "users":
-        for users in user_batches(data.meta.n_users, tc.batch_size, tc.drop_last, gen):
-            users = users.to(dev)
-            yield Batch(users=users, positives={k: v.rows(users) for k, v in data.positives.items()})
-    elif model.batching == "pairs":
-        t = data.meta.target
-        u, i = data.edges[t]
-        for bu, bp, bn in pair_batches(u, i, data.meta.n_items, tc.batch_size, tc.drop_last, gen):
-            yield Batch(users=bu.to(dev), pos={t: bp.to(dev)}, neg={t: bn.to(dev)})
-    elif model.batching == "behavior_pairs":
-        t = data.meta.target
-        edges = {r: data.edges[r] for r in type(model).label_relations(data.meta)}
-        ratio = int(getattr(model, "negatives_per_positive", 1))
-        for step in behavior_pair_batches(edges, t, data.meta.n_items, tc.batch_size, ratio, gen):
-            pairs = {r: tuple(x.to(dev) for x in v) for r, v in step.items()}
-            yield Batch(users=pairs[t][0], pairs=pairs)
-    else:
-        raise TrainError(f"unknown batching {model.batching!r} of {type(model).__name__}")
-
-
 def finish(run_dir: str | Path, *, log: TextIO | None = STDERR, device: str = "cpu") -> dict:
     """Evaluate the best weights on the test split, write results.md/json and the curve."""
     run_dir = Path(run_dir)
     info, model, data, graphs = open_model(run_dir, device)
-    tc = _recorded_train(info)
+    tc = recorded_train(info)
     ks = sorted(set(tc.ks) | {10})
     dev = torch.device(device)
     results = {}

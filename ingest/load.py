@@ -22,6 +22,8 @@ import pandas as pd
 
 from graphrec.config import SplitConfig
 from graphrec.errors import BadValue, UserError, WorkFailed
+from graphrec.ingest.readers import Interactions
+from graphrec.ingest.split import assign_splits
 from graphrec.progress import PhaseResult, Progress
 from graphrec.schema import (
     DATASET_NAME_RE,
@@ -33,8 +35,6 @@ from graphrec.schema import (
     cypher,
     rel_type,
 )
-from ingest.readers import Interactions
-from ingest.split import assign_splits
 
 CONSTRAINTS = (
     "CREATE CONSTRAINT graphrec_user_key IF NOT EXISTS FOR (n:User) REQUIRE (n.dataset, n.id) IS UNIQUE",

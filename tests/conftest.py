@@ -160,7 +160,7 @@ def neo4j_server(tmp_path_factory: pytest.TempPathFactory):
 def neo4j_db(neo4j_server: Neo4jHandle, dataset_name: str):
     """The session server, with this test's dataset removed afterwards."""
     yield neo4j_server
-    from ingest.load import delete_dataset
+    from graphrec.ingest.load import delete_dataset
 
     for suffix in ("", "_b"):
         delete_dataset(neo4j_server.driver, dataset_name + suffix)

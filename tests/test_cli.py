@@ -113,12 +113,12 @@ def test_only_graphrec_errors_become_messages_and_a_bug_keeps_its_traceback(monk
     import pkgutil
 
     import graphrec
-    import ingest
+    import graphrec.ingest
     from graphrec import cli
     from graphrec.errors import BadValue, UnknownId, UserError, WorkFailed
 
     classes = set()
-    for pkg in (graphrec, ingest):
+    for pkg in (graphrec, graphrec.ingest):  # editable installs map ingest/ outside graphrec/ on disk
         for mod in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
             if mod.name.endswith(".__main__"):
                 continue

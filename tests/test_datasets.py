@@ -316,6 +316,6 @@ def test_fresh_clone_ingests_beibei_from_a_loopback_mirror(neo4j_server, tmp_pat
         cached = tmp_path / "home" / "datasets" / "beibei"
         assert all(ds.mismatch(cached / f.name, f) is None for f in ds.get("beibei").required)
     finally:
-        from ingest.load import delete_dataset
+        from graphrec.ingest.load import delete_dataset
 
         delete_dataset(neo4j_server.driver, "beibei")

@@ -9,9 +9,9 @@ from graphrec import cli, graph
 from graphrec import snapshot as snap
 from graphrec.config import SplitConfig
 from graphrec.export import ExportError, export_dataset
+from graphrec.ingest import load
+from graphrec.ingest.readers import read_source
 from graphrec.inspection import dataset_report, snapshot_report
-from ingest import load
-from ingest.readers import read_source
 
 pytestmark = pytest.mark.neo4j
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from graphrec.cli import main
-from ingest.readers import read_source
+from graphrec.ingest.readers import read_source
 
 NO_SERVER = ["--uri", "bolt://127.0.0.1:1"]
 OUTCOMES: Counter = Counter()

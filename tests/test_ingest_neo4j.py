@@ -4,10 +4,10 @@ import pytest
 from conftest import TINY_EXPECTED_COUNTS, TINY_EXPECTED_DERIVED
 
 from graphrec.config import SplitConfig
+from graphrec.ingest import load
+from graphrec.ingest.readers import read_source
 from graphrec.neo4j import connection, server
 from graphrec.progress import Progress
-from ingest import load
-from ingest.readers import read_source
 
 pytestmark = pytest.mark.neo4j
 

@@ -20,14 +20,11 @@ from graphrec.ranking.jd import (
     LABEL_CLASSES,
     MISSING,
     JDListSet,
-    crc32c,
     dmt_eval_labels,
     load_jd_demo,
-    masked_crc32c,
-    parse_example,
-    read_tfrecord,
 )
 from graphrec.ranking.metrics import grouped_auc, list_metrics
+from graphrec.ranking.tfrecord import crc32c, masked_crc32c, parse_example, read_tfrecord
 from graphrec.ranking.train import evaluate_lists, predict
 
 FOUND = datasets.locate("jd_dmt_demo")

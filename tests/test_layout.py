@@ -41,7 +41,7 @@ def test_the_cli_runs_as_a_script():
 
 def test_recall_models_import_no_ranking_config_neo4j_or_training():
     forbidden = ("graphrec.ranking", "graphrec.config", "graphrec.neo4j", "neo4j",
-                 "graphrec.train", "graphrec.cli", "ingest")
+                 "graphrec.train", "graphrec.cli", "graphrec.ingest")
     models = [p for p in (ROOT / "graphrec" / "models").glob("*.py") if p.name != "__init__.py"]
     assert len(models) >= 7
     for path in models:
@@ -82,3 +82,34 @@ def test_one_registry_per_stage():
     top = [n for n in ast.parse((ROOT / "graphrec" / "models" / "__init__.py").read_text()).body
            if isinstance(n, ast.ImportFrom)]
     assert not [n.module for n in top if n.module.startswith("graphrec.ranking")]  # only on use, in all_models
+
+
+def test_ingest_installs_as_graphrec_ingest_and_nothing_else_at_top_level(tmp_path):
+    """pyproject's package list is the tree's packages, and outside the checkout `ingest` is not importable."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tree = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "graphrec").rglob("__init__.py")}
+    assert set(cfg["packages"]) == tree | {"graphrec.ingest"} and cfg["package-dir"] == {"graphrec.ingest": "ingest"}
+    probe = ("import importlib.util, graphrec.ingest.readers, graphrec.ingest.pipeline; "
+             "print(importlib.util.find_spec('ingest'))")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "None", r.stderr[-2000:]
+
+
+def test_the_cli_parses_calls_and_prints():
+    """Library work (metrics, sparsity groups, reading logs, arrays) lives in the library; cli.py
+    imports none of it."""
+    forbidden = ("numpy", "pandas", "graphrec.evaluate", "graphrec.sparsity", "graphrec.ingest.readers",
+                 "graphrec.train.evaluate_split")
+    used = _imports(ROOT / "graphrec" / "cli.py")
+    assert not [m for m in used if any(m == f or m.startswith(f + ".") for f in forbidden)], used
+
+
+def test_benchmarks_use_the_installed_package_and_its_public_names():
+    for path in (ROOT / "bench").glob("*.py"):
+        text = path.read_text()
+        assert "sys.path" not in text, path.name
+        private = [(n.module, a.name) for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom)
+                   and (n.module or "").startswith("graphrec") for a in n.names if a.name.startswith("_")]
+        assert not private, (path.name, private)

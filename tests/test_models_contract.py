@@ -13,8 +13,10 @@ from graphrec.config import TrainConfig
 from graphrec.models import all_models, build_model
 from graphrec.models.base import Batch, GraphMeta
 from graphrec.recommend import recommend
+from graphrec.runs import open_model
+from graphrec.sampling import TrainData, model_batches
 from graphrec.schema import Behaviors
-from graphrec.train import TrainData, _batches, fit, open_model
+from graphrec.train import fit
 
 MODELS = all_models()  # both stages' registries
 
@@ -125,7 +127,7 @@ def test_loss_is_finite_and_decreases(name, communities_path):
     losses = []
     for _ in range(40):
         epoch = 0.0
-        for batch in _batches(model, data, dataclasses.replace(TINY_TRAIN, batch_size=16), gen, "cpu"):
+        for batch in model_batches(model, data, 16, TINY_TRAIN.drop_last, gen, "cpu"):
             model.train()
             loss, parts = model.loss(batch, graphs)
             assert torch.isfinite(loss) and all(np.isfinite(v) for v in parts.values())

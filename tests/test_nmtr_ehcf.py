@@ -1,7 +1,6 @@
 """EHCF and NMTR by hand: EHCF's cascaded prediction vectors and loss, NMTR's cascade, units and
 scorer, and the "behavior_pairs" batches NMTR trains on."""
 
-import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -18,7 +17,7 @@ from graphrec.models import nmtr as nmtr_module
 from graphrec.models.base import Batch, GraphMeta
 from graphrec.models.ehcf import EHCFParams
 from graphrec.models.nmtr import NMTRParams, cascade_logits
-from graphrec.train import TrainData, _batches, behavior_pair_batches, sample_negatives
+from graphrec.sampling import TrainData, behavior_pair_batches, model_batches, sample_negatives
 
 T = torch.tensor
 
@@ -196,7 +195,7 @@ def test_nmtr_towers_train_on_communities(unit, tmp_path):
     losses = []
     for _ in range(30):
         total = 0.0
-        for batch in _batches(m, data, dataclasses.replace(TINY_TRAIN, batch_size=16), gen, "cpu"):
+        for batch in model_batches(m, data, 16, TINY_TRAIN.drop_last, gen, "cpu"):
             loss, _ = m.loss(batch, {})
             opt.zero_grad()
             loss.backward()
@@ -247,7 +246,7 @@ def test_batches_of_kind_behavior_pairs_use_the_models_negative_ratio(tmp_path):
     s = snap.read(snap.write(two_communities(), tmp_path / "snap"))
     data = TrainData.from_snapshot(s, "paper", ("cart", "buy"))
     m = build_model("nmtr", NMTRParams(dim=4, neg_ratio=2), data.meta)
-    batches = list(_batches(m, data, dataclasses.replace(TINY_TRAIN, batch_size=16), torch.Generator(), "cpu"))
+    batches = list(model_batches(m, data, 16, TINY_TRAIN.drop_last, torch.Generator(), "cpu"))
     assert len(batches) == int(np.ceil(len(data.edges["buy"][0]) / 16))
     for b in batches:
         assert set(b.pairs) == {"cart", "buy"} and b.pairs["cart"][2].shape[1] == 2

@@ -1,10 +1,10 @@
-"""graphrec.published: the ablation-ordering check that bench/reproduce.py reports."""
+"""bench/published.py: the ablation-ordering check that bench/reproduce.py reports."""
 
 import importlib.util
 import json
 from pathlib import Path
 
-from graphrec.published import ABLATIONS, ablation_order_violations
+from published import ABLATIONS, ablation_order_violations
 
 
 def _reproduce():
@@ -30,7 +30,8 @@ def test_violations_name_the_broken_pairs_and_skip_missing_variants():
 
 def test_every_beibei_comparison_says_what_views_did():
     from graphrec.models import MODELS
-    from graphrec.published import TABLE2, views
+
+    from published import TABLE2, views
 
     for (dataset, model) in TABLE2:
         if dataset == "beibei" and model in MODELS:

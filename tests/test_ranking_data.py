@@ -9,8 +9,9 @@ import torch
 from graphrec import snapshot as snap
 from graphrec.config import RankingConfig, TrainConfig
 from graphrec.ranking.data import RankingDataError, _pseudo_labels, build, position_bucket
+from graphrec.runs import open_model
 from graphrec.schema import Behaviors
-from graphrec.train import fit, open_model
+from graphrec.train import fit
 
 N_USERS, N_ITEMS = 24, 12
 N = 2  # candidates per list: few enough that the recall model misses some held-out purchases
@@ -137,8 +138,8 @@ def test_position_buckets():
 def test_recall_alone_metrics_equal_the_recall_evaluation(recall_run):
     """The final-list metrics in the recall model's own order are the recall model's full-ranking
     test metrics (for K ≤ N): the two stages are measured on the same footing."""
+    from graphrec.evaluate import evaluate_split
     from graphrec.ranking.train import evaluate_lists
-    from graphrec.train import evaluate_split
 
     data, _ = build(recall_run, RankingConfig(candidates=N))
     ls = data.lists["test"]

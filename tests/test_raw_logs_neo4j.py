@@ -8,7 +8,7 @@ import pytest
 
 from graphrec import datasets
 from graphrec.cli import main
-from ingest import load
+from graphrec.ingest import load
 
 pytestmark = pytest.mark.neo4j
 

@@ -3,7 +3,7 @@
 
 import pytest
 
-from ingest.readers import InputError, read_source
+from graphrec.ingest.readers import InputError, read_source
 
 
 def test_long_format_normalizes_aliases_dedupes_and_keeps_earliest_ts(tiny_csv):

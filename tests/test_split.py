@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphrec.config import SplitConfig
-from ingest.split import assign_splits
+from graphrec.ingest.split import assign_splits
 
 edges_strategy = st.lists(st.tuples(st.integers(0, 12), st.integers(0, 30)), min_size=1, max_size=120, unique=True)
 

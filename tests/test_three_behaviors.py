@@ -18,8 +18,10 @@ from graphrec import train as train_mod
 from graphrec.config import TrainConfig, load_config, model_params
 from graphrec.models import all_models, build_model
 from graphrec.models.base import GraphMeta, default_coefficient
+from graphrec.runs import TrainError, open_model
+from graphrec.sampling import TrainData, model_batches
 from graphrec.schema import Behaviors
-from graphrec.train import TrainData, TrainError, _batches, fit, open_model
+from graphrec.train import fit
 
 MODELS = all_models()  # both stages' registries
 
@@ -128,7 +130,8 @@ def test_a_behaviors_loss_reaches_the_gradient_exactly_when_its_weight_is_positi
         model = build_model(name, MODELS[name].params(**{k_: v for k_, v in base.items()
                                                         if k_ in MODELS[name].params.__dataclass_fields__}), data.meta)
         model.train()
-        batch = next(iter(_batches(model, data, tc, torch.Generator().manual_seed(0), "cpu")))
+        gen = torch.Generator().manual_seed(0)
+        batch = next(iter(model_batches(model, data, tc.batch_size, tc.drop_last, gen, "cpu")))
         if batch.pairs:
             other = dataclasses.replace(batch, pairs={r: (u, (i + 3) % s.n_items, n) if moved(r) else (u, i, n)
                                                       for r, (u, i, n) in batch.pairs.items()})

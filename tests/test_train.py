@@ -11,7 +11,9 @@ from test_models_contract import TINY_TRAIN, tiny_params, two_communities
 from graphrec import cli
 from graphrec import snapshot as snap
 from graphrec.config import ConfigError, load_config, model_params, train_config
-from graphrec.train import TrainData, TrainError, fit
+from graphrec.runs import TrainError
+from graphrec.sampling import TrainData
+from graphrec.train import fit
 
 
 def with_valid() -> snap.Snapshot:
@@ -105,7 +107,7 @@ def test_strict_model_config(tmp_path):
 
 
 def test_a_runs_record_is_read_strictly():
-    from graphrec.train import RunNotFound, params_from_dict
+    from graphrec.runs import RunNotFound, params_from_dict
 
     assert params_from_dict("ghcf", {"layers": 2, "coefficient": [0.5, 0.5]}).coefficient == (0.5, 0.5)
     with pytest.raises(RunNotFound, match="unknown key.*'layerz'.*another graphrec version"):
@@ -146,8 +148,7 @@ def test_weights_are_written_atomically_hashed_and_checked_on_load(tmp_path, cap
     import dataclasses
     import shutil
 
-    from graphrec.runs import CheckpointError, sha256
-    from graphrec.train import open_model
+    from graphrec.runs import CheckpointError, open_model, sha256
 
     path = snap.write(two_communities(), tmp_path / "snap")
     tc = dataclasses.replace(TINY_TRAIN, epochs=2, eval_every=1, patience=100)

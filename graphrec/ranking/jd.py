@@ -4,8 +4,8 @@ origin: ``shared/data/jd_dmt_demo/SOURCE.md``). 474 impressions are far too few 
 point is that the reader, the batches and DMT run on the real format.
 
 Pieces
-    ``read_tfrecord`` (record framing, both masked CRC32Cs verified), ``parse_example`` (a minimal
-    protobuf decoder for tf.train.Example), ``load_jd_demo`` (→ ``JDData`` and an info dict).
+    ``load_jd_demo`` (→ ``JDData`` and an info dict), reading the files with
+    ``graphrec.ranking.tfrecord`` (record framing and tf.train.Example, no TensorFlow).
 
 What the demo holds (found by listing the features of the parsed examples)
     * ``header``: tab-separated ``expid, pin, expo_time, sid, pos, sku, uuid, click_time,
@@ -66,200 +66,21 @@ Per-impression dense features (the design choice)
 
 from __future__ import annotations
 
-import functools
 import math
 import re
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from graphrec.errors import UserError
 from graphrec.ranking.base import RankMeta
 from graphrec.ranking.data import ListSet, RankingData, _group_rows, _pseudo_labels, n_positions, position_bucket
-
-# ------------------------------------------------------------------------------------------ CRC32C
-
-_CRC32C_POLY = 0x82F63B78  # Castagnoli, reflected
-_MASK_DELTA = 0xA282EAD8
+from graphrec.ranking.tfrecord import parse_example, read_tfrecord
 
 
-@functools.cache
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ _CRC32C_POLY if c & 1 else c >> 1
-        table.append(c)
-    return tuple(table)
-
-
-def crc32c(data: bytes, crc: int = 0) -> int:
-    """CRC-32C (Castagnoli) of ``data``, continuing from ``crc`` (0 to start)."""
-    table = _crc_table()
-    c = crc ^ 0xFFFFFFFF
-    for b in data:
-        c = table[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC: rotate the CRC32C right by 15 bits, add 0xa282ead8 (mod 2^32)."""
-    c = crc32c(data)
-    return ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-# ------------------------------------------------------------------------------------------ TFRecord
-
-def read_tfrecord(path: str | Path) -> Iterator[bytes]:
-    """The payloads of a TFRecord file, in order. Each record is uint64 LE length, uint32 LE
-    masked CRC32C of those 8 bytes, the payload, uint32 LE masked CRC32C of the payload; both CRCs
-    are verified. A bad CRC or a truncated record raises ValueError naming the file, the record
-    number (0-based) and the byte offset where that record starts."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        offset, number = 0, 0
-        while True:
-            head = f.read(12)
-            if not head:
-                return
-            where = f"{path}: record {number} at byte offset {offset}"
-            if len(head) < 12:
-                raise ValueError(f"{where}: truncated record header ({len(head)} of 12 bytes)")
-            length_bytes = head[:8]
-            (length,) = struct.unpack("<Q", length_bytes)
-            (length_crc,) = struct.unpack("<I", head[8:])
-            if masked_crc32c(length_bytes) != length_crc:
-                raise ValueError(f"{where}: bad CRC of the length field (stored {length_crc:#010x}, "
-                                 f"computed {masked_crc32c(length_bytes):#010x})")
-            payload = f.read(length)
-            if len(payload) < length:
-                raise ValueError(f"{where}: truncated record payload ({len(payload)} of {length} bytes)")
-            foot = f.read(4)
-            if len(foot) < 4:
-                raise ValueError(f"{where}: truncated record: payload CRC missing ({len(foot)} of 4 bytes)")
-            (payload_crc,) = struct.unpack("<I", foot)
-            computed = masked_crc32c(payload)
-            if computed != payload_crc:
-                raise ValueError(f"{where}: bad CRC of the payload (stored {payload_crc:#010x}, "
-                                 f"computed {computed:#010x})")
-            yield payload
-            offset += 16 + length
-            number += 1
-
-
-# ------------------------------------------------------------------------------------------ protobuf
-
-_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    result, shift = 0, 0
-    while True:
-        if i >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, i
-        shift += 7
-        if shift >= 70:
-            raise ValueError("varint longer than 10 bytes")
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) of a message: int for varints, bytes for the rest."""
-    i, n = 0, len(buf)
-    while i < n:
-        key, i = _varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            value, i = _varint(buf, i)
-        elif wire == _LEN:
-            size, i = _varint(buf, i)
-            if i + size > n:
-                raise ValueError(f"truncated length-delimited field {field} ({n - i} of {size} bytes)")
-            value, i = buf[i:i + size], i + size
-        elif wire == _FIXED32 or wire == _FIXED64:
-            size = 4 if wire == _FIXED32 else 8
-            if i + size > n:
-                raise ValueError(f"truncated fixed{size * 8} field {field}")
-            value, i = buf[i:i + size], i + size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire} (field {field})")
-        yield field, wire, value
-
-
-def _expect(field: int, wire: int, allowed: tuple[int, ...], what: str) -> None:
-    if wire not in allowed:
-        raise ValueError(f"{what}: field {field} has wire type {wire}, expected one of {allowed}")
-
-
-def _int64(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-def _feature(buf: bytes) -> list:
-    """Feature: oneof {1: BytesList, 2: FloatList, 3: Int64List}, each {1: repeated values}."""
-    values: list = []
-    for kind, wire, lst in _fields(buf):
-        if kind not in (1, 2, 3):
-            continue
-        _expect(kind, wire, (_LEN,), "Feature")
-        values = []  # oneof: the last kind given wins
-        for f, w, v in _fields(lst):
-            if f != 1:
-                continue
-            if kind == 1:
-                _expect(f, w, (_LEN,), "BytesList")
-                values.append(bytes(v))
-            elif kind == 2:
-                _expect(f, w, (_LEN, _FIXED32), "FloatList")
-                if w == _FIXED32:
-                    values.append(struct.unpack("<f", v)[0])
-                else:
-                    if len(v) % 4:
-                        raise ValueError(f"packed FloatList of {len(v)} bytes, not a multiple of 4")
-                    values.extend(struct.unpack(f"<{len(v) // 4}f", v))
-            else:
-                _expect(f, w, (_LEN, _VARINT), "Int64List")
-                if w == _VARINT:
-                    values.append(_int64(v))
-                else:
-                    j = 0
-                    while j < len(v):
-                        x, j = _varint(v, j)
-                        values.append(_int64(x))
-    return values
-
-
-def parse_example(payload: bytes) -> dict[str, list]:
-    """tf.train.Example → {feature name: list of bytes / floats / ints}. Example{1: Features},
-    Features{1: map<string, Feature>} (repeated entries {1: key, 2: Feature}); floats and int64s
-    packed or not. Unknown fields are skipped; wire types other than varint, fixed64,
-    length-delimited and fixed32 raise ValueError."""
-    out: dict[str, list] = {}
-    for f, w, features in _fields(payload):
-        if f != 1:
-            continue
-        _expect(f, w, (_LEN,), "Example")
-        for ff, ww, entry in _fields(features):
-            if ff != 1:
-                continue
-            _expect(ff, ww, (_LEN,), "Features")
-            key, value = b"", b""
-            for ef, ew, ev in _fields(entry):
-                if ef == 1:
-                    _expect(ef, ew, (_LEN,), "Features map key")
-                    key = ev
-                elif ef == 2:
-                    _expect(ef, ew, (_LEN,), "Features map value")
-                    value = ev
-            out[bytes(key).decode("utf-8")] = _feature(value)
-    return out
+class JDFormatError(UserError, ValueError):
+    """Demo files that do not hold what DMT's JD demo holds; the message names the file."""
 
 
 # ------------------------------------------------------------------------------------------ the demo
@@ -314,7 +135,7 @@ class JDListSet(ListSet):
             return np.zeros(1, dtype=np.int64)
         starts = np.flatnonzero(np.concatenate([[True], row_sid[1:] != row_sid[:-1]]))
         if len(starts) != len(np.unique(row_sid)):
-            raise ValueError("the groups of a request are not adjacent; sid_offsets needs them together")
+            raise JDFormatError("the groups of a request are not adjacent; sid_offsets needs them together")
         return np.append(starts, len(row_sid)).astype(np.int64)
 
 
@@ -344,7 +165,7 @@ def _read_stat(path: Path) -> np.ndarray:
     try:
         return np.array([float(x) for x in path.read_text().split()], dtype=np.float64)
     except ValueError as e:
-        raise ValueError(f"{path}: not a list of numbers ({e})") from None
+        raise JDFormatError(f"{path}: not a list of numbers ({e})") from None
 
 
 def _seq_features(keys: list[str]) -> dict[str, tuple[str, str | None, int]]:
@@ -354,7 +175,7 @@ def _seq_features(keys: list[str]) -> dict[str, tuple[str, str | None, int]]:
         pat = re.compile(rf"^{_SEQ_PREFIX[b]}_seq_sku_(\w+?)_(\d+)$")
         found = [k for k in keys if pat.match(k)]
         if len(found) != 1:
-            raise ValueError(f"expected one {_SEQ_PREFIX[b]}_seq_sku_<window>_<length> feature for {b!r}, "
+            raise JDFormatError(f"expected one {_SEQ_PREFIX[b]}_seq_sku_<window>_<length> feature for {b!r}, "
                              f"found {found or 'none'}")
         name = found[0]
         ts = name.replace("_seq_sku_", "_seq_ts_", 1)
@@ -387,10 +208,10 @@ def load_jd_demo(folder: str | Path, *, max_position: int = MAX_POSITION) -> tup
     folder = Path(folder)
     files = sorted(folder.glob("*.tfrecord"))
     if not files:
-        raise ValueError(f"{folder}: no *.tfrecord files")
+        raise JDFormatError(f"{folder}: no *.tfrecord files")
     mean, std = _read_stat(folder / "dense_mean.txt"), _read_stat(folder / "dense_std.txt")
     if len(mean) != len(std):
-        raise ValueError(f"{folder}: dense_mean.txt has {len(mean)} values, dense_std.txt {len(std)}")
+        raise JDFormatError(f"{folder}: dense_mean.txt has {len(mean)} values, dense_std.txt {len(std)}")
 
     examples: list[dict[str, list]] = []
     per_file = {}
@@ -399,7 +220,7 @@ def load_jd_demo(folder: str | Path, *, max_position: int = MAX_POSITION) -> tup
         examples.extend(parse_example(p) for p in read_tfrecord(f))
         per_file[f.name] = len(examples) - before
     if not examples:
-        raise ValueError(f"{folder}: the tfrecord files hold no examples")
+        raise JDFormatError(f"{folder}: the tfrecord files hold no examples")
     seq_feat = _seq_features(sorted(examples[0]))
 
     headers, classes, dense_raw = [], [], []
@@ -407,22 +228,22 @@ def load_jd_demo(folder: str | Path, *, max_position: int = MAX_POSITION) -> tup
         where = f"{folder}: example {e}"
         hdr = ex.get("header")
         if not hdr or len(hdr) != 1:
-            raise ValueError(f"{where}: expected one header string, got {hdr!r}")
+            raise JDFormatError(f"{where}: expected one header string, got {hdr!r}")
         h = bytes(hdr[0]).decode("utf-8").split("\t")
         if len(h) != len(HEADER_FIELDS):
-            raise ValueError(f"{where}: header has {len(h)} fields, expected {len(HEADER_FIELDS)} ({HEADER_FIELDS})")
+            raise JDFormatError(f"{where}: header has {len(h)} fields, expected {len(HEADER_FIELDS)} ({HEADER_FIELDS})")
         h = dict(zip(HEADER_FIELDS, h))
         cls = int(float(h["label"]))
         if cls not in LABEL_CLASSES:
-            raise ValueError(f"{where}: header label {h['label']!r} is not one of the classes {LABEL_CLASSES}")
+            raise JDFormatError(f"{where}: header label {h['label']!r} is not one of the classes {LABEL_CLASSES}")
         onehot = [float(c == cls) for c in LABEL_CLASSES]
         if "mask" in ex and list(ex["mask"]) != onehot:
-            raise ValueError(f"{where}: mask {ex['mask']} is not the one-hot of the header's label class {cls}")
+            raise JDFormatError(f"{where}: mask {ex['mask']} is not the one-hot of the header's label class {cls}")
         if "label" in ex and list(ex["label"]) != [float(cls in TRAIN_POSITIVE["click"])]:
-            raise ValueError(f"{where}: label feature {ex['label']} is not the click label of class {cls}")
+            raise JDFormatError(f"{where}: label feature {ex['label']} is not the click label of class {cls}")
         x = ex.get("features")
         if x is None or len(x) != len(mean):
-            raise ValueError(f"{where}: {0 if x is None else len(x)} dense features, the stats have {len(mean)}")
+            raise JDFormatError(f"{where}: {0 if x is None else len(x)} dense features, the stats have {len(mean)}")
         headers.append(h)
         classes.append(cls)
         dense_raw.append(x)
