@@ -7,7 +7,7 @@ beside the published numbers.
 Speed: each model trains ``--epochs`` full epochs with the dataset preset (median epoch time is
 reported), then every user with a test purchase is scored against all items and ranked
 (HR/NDCG@10, train purchases excluded). Accuracy: for each ``--runs`` directory, its test
-HR@10/NDCG@10 beside the published numbers (graphrec.published: HPMR's Table 2 for Beibei/Taobao,
+HR@10/NDCG@10 beside the published numbers (bench/published.py: HPMR's Table 2 for Beibei/Taobao,
 whose view logs ../shared/data does not have, and MuLe's table for taobao_mbcgcn); every row says
 what data the comparison stands on.
 """
@@ -26,6 +26,7 @@ import torch
 from graphrec import snapshot as snap
 from graphrec.config import load_config, model_params, train_config
 from graphrec.evaluate import evaluate_split
+from graphrec.hostmem import keep_freed_memory
 from graphrec.models import build_model, get_model
 from graphrec.optimize import make_optimizer
 from graphrec.progress import format_table
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.device, config: Path | None) -> list:
+    if device.type == "cpu":
+        keep_freed_memory()  # as graphrec.train.fit does
     s = snap.read(snapshot_path)
     cfg = load_config(config, [])
     rows = []

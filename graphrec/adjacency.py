@@ -182,6 +182,22 @@ class SparseAdj:
     def __matmul__(self, x: Tensor) -> Tensor:
         return spmm(self, x)
 
+    def row_entries(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The nonzeros of the given rows as ``(position in rows, column, value)``, dropout applied,
+        without deriving the whole dropped matrix (a step's few hundred users touch ~1% of it)."""
+        base = self._base if self._base is not None else self
+        crow = base.matrix.crow_indices()
+        rows = rows.to(device=crow.device, dtype=torch.int64)
+        start, end = crow.index_select(0, rows).long(), crow.index_select(0, rows + 1).long()
+        lengths = end - start
+        local = torch.repeat_interleave(torch.arange(rows.numel(), device=crow.device), lengths)
+        first = torch.cumsum(lengths, 0) - lengths
+        idx = torch.arange(local.numel(), device=crow.device) + (start - first).index_select(0, local)
+        vals = base.matrix.values().index_select(0, idx)
+        if self._base is not None:
+            vals = torch.where(self._mask.index_select(0, idx), vals * self._scale, 0.0).to(vals.dtype)
+        return local, base.matrix.col_indices().index_select(0, idx).long(), vals
+
     def _cpu_tiles(self, transposed: bool, dim: int, itemsize: int) -> tuple[float, list] | None:
         """``(alpha, tiles)``: the (transposed) matrix is ``alpha`` times the column tiles
         ``(r0, r1, c0, c1, csr)``, for an operand of width ``dim``; None when untiled."""
@@ -240,10 +256,11 @@ def _tile_plan(csr: Tensor, width: int, perm: Tensor | None) -> tuple[Tensor, li
     return (src if perm is None else perm.index_select(0, src)), segments
 
 
-def _product(adj: SparseAdj, x: Tensor, transposed: bool, rows: int | None = None,
-             cols: int | None = None) -> Tensor:
-    """(adj or its transpose) @ x. ``rows``: only output rows < rows are wanted; ``cols``: only
-    input rows < cols of x are nonzero. Tiles outside those spans are skipped (CPU)."""
+def _product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int, int] | None = None,
+             cols: tuple[int, int] | None = None) -> Tensor:
+    """(adj or its transpose) @ x. ``rows = (lo, hi)``: only output rows lo..hi-1 are wanted (and
+    returned); ``cols = (lo, hi)``: only input rows lo..hi-1 of x are nonzero. Tiles outside those
+    spans are skipped (CPU)."""
     if x.device != adj.device or x.dtype != adj.dtype:
         raise ValueError(f"x is {x.dtype} on {x.device} but the adjacency is {adj.dtype} on {adj.device}; "
                          f"use adj.to(device) or normalized_bipartite(dtype=...)")
@@ -252,18 +269,18 @@ def _product(adj: SparseAdj, x: Tensor, transposed: bool, rows: int | None = Non
     tiled = adj._cpu_tiles(transposed, x.shape[1], x.element_size()) if x.device.type == "cpu" else None
     if tiled is None:
         out = torch.sparse.mm(adj.transpose if transposed else adj.matrix, x)
-        return out if rows is None else out[:rows]
+        return out if rows is None else out[rows[0]:rows[1]]
     alpha, tiles = tiled
     out = x.new_zeros((adj.shape[1 if transposed else 0], x.shape[1]))
     for r0, r1, c0, c1, block in tiles:
-        if (rows is None or r0 < rows) and (cols is None or c0 < cols):
+        if (rows is None or (r0 < rows[1] and r1 > rows[0])) and (cols is None or (c0 < cols[1] and c1 > cols[0])):
             out[r0:r1].addmm_(block, x[c0:c1], alpha=alpha)
-    return out if rows is None else out[:rows]
+    return out if rows is None else out[rows[0]:rows[1]]
 
 
 class _SpMM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, adj: SparseAdj, x: Tensor, rows: int | None) -> Tensor:  # type: ignore[override]
+    def forward(ctx, adj: SparseAdj, x: Tensor, rows: tuple[int, int] | None) -> Tensor:  # type: ignore[override]
         ctx.adj, ctx.rows = adj, rows
         return _product(adj, x, transposed=False, rows=rows)
 
@@ -271,22 +288,40 @@ class _SpMM(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None]:  # type: ignore[override]
         if ctx.rows is not None:  # the gradient of rows that were not computed is zero
-            grad = torch.cat([grad, grad.new_zeros(ctx.adj.shape[0] - ctx.rows, grad.shape[1])])
+            lo, hi = ctx.rows
+            n = ctx.adj.shape[0]
+            if (lo, hi) != (0, n):
+                grad = torch.cat([grad.new_zeros(lo, grad.shape[1]), grad, grad.new_zeros(n - hi, grad.shape[1])])
         return None, _product(ctx.adj, grad, transposed=True, cols=ctx.rows), None
 
 
-def spmm(adj: SparseAdj, x: Tensor, rows: int | None = None) -> Tensor:
+def spmm(adj: SparseAdj, x: Tensor, rows: int | tuple[int, int] | None = None) -> Tensor:
     """``adj.matrix @ x`` for a dense 2-D ``x``; the gradient for ``x`` is ``adj.transpose @ grad``.
 
-    ``rows``: return only the first ``rows`` output rows (e.g. the users of a bipartite graph);
-    on CPU the tiles that write only other rows are skipped, in both directions. No gradient
-    flows to the adjacency values (normalization and dropout masks are constants).
+    ``rows``: return only the first ``rows`` output rows (e.g. the users of a bipartite graph), or
+    rows ``lo..hi-1`` for ``(lo, hi)`` (e.g. its items); on CPU the tiles that write only other
+    rows are skipped, in both directions. No gradient flows to the adjacency values
+    (normalization and dropout masks are constants).
     """
     if x.dim() != 2 or x.shape[0] != adj.shape[1]:
         raise ValueError(f"x must be 2-D with {adj.shape[1]} rows, got shape {tuple(x.shape)}")
-    if rows is not None and not 0 < rows <= adj.shape[0]:
-        raise ValueError(f"rows must be in (0, {adj.shape[0]}], got {rows}")
+    if isinstance(rows, int):
+        rows = (0, rows)
+    if rows is not None and not 0 <= rows[0] < rows[1] <= adj.shape[0]:
+        raise ValueError(f"rows must be a non-empty span within [0, {adj.shape[0]}], got {rows}")
     return _SpMM.apply(adj, x, rows)
+
+
+def spmm_rows(adj: SparseAdj, x: Tensor, rows: Tensor, col_offset: int = 0) -> Tensor:
+    """``(adj.matrix @ x)[rows]`` for a few scattered ``rows``, from their nonzeros alone. ``x``
+    may hold only the input rows ``col_offset..`` (e.g. the items of a bipartite graph, when
+    ``rows`` are users); every column of those rows must fall inside it. Differentiable in ``x``.
+    """
+    local, col, vals = adj.row_entries(rows)
+    if col_offset:
+        col = col - col_offset
+    terms = x.index_select(0, col) * vals.unsqueeze(1)
+    return x.new_zeros((rows.numel(), x.shape[1])).index_add_(0, local, terms)
 
 
 def normalized_bipartite(users: np.ndarray | Tensor, items: np.ndarray | Tensor, n_users: int, n_items: int, *,

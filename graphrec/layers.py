@@ -23,3 +23,13 @@ def dropout(x: Tensor, rate: float, training: bool) -> Tensor:
         return x
     scale = keep_mask(x.numel(), 1.0 - rate, x.device).view(x.shape).to(x.dtype).mul_(1.0 / (1.0 - rate))
     return x * scale
+
+
+def dropout_rows(x: Tensor, rate: float, training: bool, n_rows: int, rows: Tensor) -> Tensor:
+    """``dropout`` of an n_rows×d tensor of which only ``rows`` were computed (``x`` holds them, in
+    that order): the mask is drawn for all n_rows×d elements, so the random stream and the kept
+    values are exactly those of the whole tensor's dropout."""
+    if not training or rate == 0.0:
+        return x
+    mask = keep_mask(n_rows * x.shape[1], 1.0 - rate, x.device).view(n_rows, x.shape[1]).index_select(0, rows)
+    return x * mask.to(x.dtype).mul_(1.0 / (1.0 - rate))

@@ -265,3 +265,34 @@ def test_spmm_first_rows_only_matches_the_full_product_and_its_gradient(tile_byt
     (grad,) = torch.autograd.grad((part * w).sum(), x)
     (expected,) = torch.autograd.grad((full[:n_users] * w).sum(), x)
     torch.testing.assert_close(grad, expected)
+
+
+@pytest.mark.parametrize("tile_bytes", [0, 64, None])
+def test_spmm_row_spans_and_scattered_rows_match_the_full_product_and_its_gradient(tile_bytes):
+    """The item rows (a span that starts mid-matrix, cut through tiles of both sides) and a few
+    scattered user rows, dropout applied, against the dense product: values and gradients."""
+    from graphrec.adjacency import spmm_rows
+
+    g = torch.Generator().manual_seed(5)
+    n_users, n_items = 30, 20
+    pairs = torch.randperm(n_users * n_items, generator=g)[:160]
+    adj = normalized_bipartite(pairs // n_items, pairs % n_items, n_users, n_items, dtype=torch.float64)
+    if tile_bytes is not None:
+        adj = SparseAdj(adj.matrix, adj.transpose, adj.perm, cpu_tile_bytes=tile_bytes)
+    n = n_users + n_items
+    for a in (adj, adj.dropout(0.6, torch.Generator().manual_seed(6))):
+        dense = a.matrix.to_dense()
+        x = torch.randn(n, 5, generator=g, dtype=torch.float64, requires_grad=True)
+        users = torch.tensor([17, 3, 29, 0, 11])
+        items = spmm(a, x, rows=(n_users, n))
+        picked = spmm_rows(a, x, users)
+        from_items = spmm_rows(a, x[n_users:], users, col_offset=n_users)
+        torch.testing.assert_close(items, dense[n_users:] @ x)
+        torch.testing.assert_close(picked, dense[users] @ x)
+        torch.testing.assert_close(from_items, picked)
+        w1, w2 = torch.randn(n_items, 5, dtype=torch.float64), torch.randn(len(users), 5, dtype=torch.float64)
+        (grad,) = torch.autograd.grad((items * w1).sum() + (picked * w2).sum(), x)
+        (expected,) = torch.autograd.grad(((dense[n_users:] @ x) * w1).sum() + ((dense[users] @ x) * w2).sum(), x)
+        torch.testing.assert_close(grad, expected)
+    with pytest.raises(ValueError, match="non-empty span"):
+        spmm(adj, x, rows=(n_users, n_users))

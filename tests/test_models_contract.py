@@ -3,6 +3,7 @@ decreases, it excludes seen items, its state round-trips, it is deterministic un
 ranks the right item first on a graph of two communities."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -283,3 +284,36 @@ def test_lightgcn_m_by_hand(communities_path):
         got = model.scorer(graphs)(users)
         want = (e["buy"][:nu][users] * rbar["buy"]) @ e["buy"][nu:].T
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,encoder", [("hpmr", "gccf"), ("hpmr", "ngcf"), ("hpmr", "lightgcn"),
+                                          ("lightgcn_m", None)])
+def test_a_step_on_the_batch_rows_equals_the_step_on_every_row(name, encoder, communities_path):
+    """HPMR's training step computes the batch's user rows only where the loss reads them; with
+    dropout on and tiled products it gives the loss and gradients of the whole-graph step."""
+    from graphrec.models.hpmr import HPMR
+
+    base = {**TINY_PARAMS[name], "mess_dropout": 0.3, "node_dropout": 0.2}
+    params = MODELS[name].params(**(base | ({"encoder": encoder} if encoder else {})))
+    model, data, graphs = _setup(name, communities_path, params=params)
+    for g in graphs.values():
+        g.cpu_tile_bytes = 48  # tiles of 3 columns: spans cut through tiles on both sides
+    model.train()
+    users = torch.tensor([9, 2, 14, 5, 0, 11])
+    batch = Batch(users=users, positives={k: v.rows(users) for k, v in data.positives.items()})
+    results = []
+    for restrict in (False, True):
+        model.restrict_rows = restrict
+        torch.manual_seed(11)
+        model.zero_grad()
+        loss, parts = model.loss(batch, graphs)
+        loss.backward()
+        results.append((loss.detach(), parts, {n: p.grad.clone() for n, p in model.named_parameters()
+                                               if p.grad is not None}))
+    (l0, p0, g0), (l1, p1, g1) = results
+    assert HPMR.restrict_rows and float(l0) != 0.0
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-7)
+    assert p1.keys() == p0.keys() and all(math.isclose(p1[k], p0[k], rel_tol=1e-5, abs_tol=1e-7) for k in p0)
+    assert g1.keys() == g0.keys() and len(g0) >= 4
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-7)

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphrec.adjacency import spmm
+from graphrec.adjacency import spmm, spmm_rows
 from graphrec.errors import BadValue
+from graphrec.layers import dropout_rows
 from graphrec.losses import l2, whole_data_loss
 from graphrec.models.base import (
     Batch,
@@ -84,6 +85,10 @@ class HPMRParams:
 class HPMR(Recommender):
     batching = "users"
     config_key = "hpmr"  # the models.<key> section its params come from
+    #: A training step computes the batch's user rows only where the loss reads them (forward's
+    #: ``batch_users``). False computes every row as evaluation does: the same loss, slower; the
+    #: tests compare the two.
+    restrict_rows: bool = True
 
     @classmethod
     def label_relations(cls, meta: GraphMeta) -> tuple[str, ...]:
@@ -112,9 +117,13 @@ class HPMR(Recommender):
     # ---------------------------------------------------------------------------------- propagation
 
     def _layer(self, adj, x: Tensor, rel: Tensor, ego: Tensor, layer: int, rows: int | None = None) -> Tensor:
-        z = spmm(adj, x, rows) * rel
         if rows is not None:
             ego = ego[:rows]
+        return self._activate(spmm(adj, x, rows), rel, ego, layer)
+
+    def _activate(self, z: Tensor, rel: Tensor, ego: Tensor, layer: int) -> Tensor:
+        """The encoder's layer on propagated rows ``z`` (``ego``: the same rows of the input)."""
+        z = z * rel
         enc = self.params.encoder
         if enc == "gccf":
             return F.leaky_relu(z, 0.2)
@@ -127,15 +136,27 @@ class HPMR(Recommender):
         g = F.leaky_relu(z @ self.w_gc[layer] + self.b_gc[layer], 0.2)  # ngcf
         return g + F.leaky_relu((ego * g) @ self.w_bi[layer] + self.b_bi[layer], 0.2)
 
-    def _encode(self, adj, ego: Tensor, rel0: Tensor) -> tuple[Tensor, Tensor]:
-        """Encoder of one behavior: layer-mean embeddings and layer-mean relation vector."""
+    def _encode(self, adj, ego: Tensor, rel0: Tensor, batch_users: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Encoder of one behavior: layer-mean embeddings and layer-mean relation vector. With
+        ``batch_users`` the embeddings hold those users' rows, then every item's: the last layer
+        computes only them (the loss reads nothing else, and in a bipartite graph the earlier
+        layers' other rows still feed these)."""
         x, rel = ego, rel0
         acc, rel_acc = ego, rel0
+        nu, n = self.meta.n_users, ego.shape[0]
         for layer in range(self.params.layers):
-            x = self._layer(adj, x, rel, ego, layer)
-            x = dropout(x, self.params.mess_dropout, self.training)
+            if batch_users is not None and layer == self.params.layers - 1:
+                rows = torch.cat([batch_users, torch.arange(nu, n, device=ego.device)])
+                z = torch.cat([spmm_rows(adj, x, batch_users), spmm(adj, x, (nu, n))])
+                x = self._activate(z, rel, ego.index_select(0, rows), layer)
+                x = dropout_rows(x, self.params.mess_dropout, self.training, n, rows)
+                acc = acc.index_select(0, rows) + x
+            else:
+                x = self._layer(adj, x, rel, ego, layer)
+                x = dropout(x, self.params.mess_dropout, self.training)
+                acc = acc + x
             rel = rel @ self.w_rel[layer]
-            acc, rel_acc = acc + x, rel_acc + rel
+            rel_acc = rel_acc + rel
         n = self.params.layers + 1
         return acc / n, rel_acc / n
 
@@ -151,36 +172,51 @@ class HPMR(Recommender):
             acc = acc + x[:nu]
         return acc / (n_layers + 1)
 
+    def _transfer_batch(self, adj, x0: Tensor, rel0: Tensor, batch_users: Tensor) -> Tensor:
+        """``_transfer_users`` of one transfer layer for the batch's users alone; ``x0`` holds the
+        batch users' rows, then every item's (their neighbours)."""
+        b = batch_users.numel()
+        z = spmm_rows(adj, x0[b:], batch_users, col_offset=self.meta.n_users)
+        return (x0[:b] + self._activate(z, rel0, x0[:b], 0)) / 2
+
     def _project(self, o: Tensor, t: Tensor) -> Tensor:
         return ((o * t).sum(-1, keepdim=True) / (t.square().sum(-1, keepdim=True) + 1e-12)) * t
 
-    def forward(self, graphs: Graphs, users_needed: frozenset[str] | None = None) -> dict:
+    def forward(self, graphs: Graphs, users_needed: frozenset[str] | None = None,
+                batch_users: Tensor | None = None) -> dict:
         """Every behavior's embeddings, projections and final users. ``users_needed`` names the
         behaviors whose final users u_k will be read (None: all); transfers that land only on
-        other behaviors are skipped, which changes no value that is read."""
+        other behaviors are skipped, which changes no value that is read. With ``batch_users``
+        (and one transfer layer) every user-side output holds just those users' rows, in their
+        order ("batch_rows" is True): the same values as the full rows, for a fraction of the work."""
         p, meta = self.params, self.meta
+        batch = batch_users if batch_users is not None and p.transfer_layers == 1 else None
         ego = torch.cat([self.user, self.item])
         e, rbar = {}, {}
         for k, b in enumerate(meta.behaviors):
-            e[b], rbar[b] = self._encode(graphs[b], ego, self.relation[k])
+            e[b], rbar[b] = self._encode(graphs[b], ego, self.relation[k], batch)
         # One split per tensor instead of a slice per use: each slice's backward writes a full-size
         # zero gradient and adds it up, a split's backward is one concatenation.
-        sizes = [meta.n_users, meta.n_items]
+        sizes = [meta.n_users if batch is None else batch.numel(), meta.n_items]
         parts = {b: e[b].split(sizes) for b in meta.behaviors}
         users_of = {b: [parts[b][0]] for b in meta.behaviors if users_needed is None or b in users_needed}
         unique = {}
+
+        def transfer(adj, x0: Tensor, rel0: Tensor) -> Tensor:
+            return self._transfer_users(adj, x0, rel0) if batch is None else self._transfer_batch(adj, x0, rel0, batch)
+
         # without SIT, URR and URS (w/o PTN, LightGCN_M) nothing reads the projections
         for i, j in meta.pairs() if (p.use_sit or p.use_urr or p.use_urs) else ():
             proj = self._project(e[i], e[j])
             clear, noise = p.projection_scale * proj, p.projection_scale * (e[i] - proj)
             unique[(i, j)] = noise.split(sizes)
             if p.use_sit and j in users_of:
-                users_of[j].append(self._transfer_users(graphs[j], clear, rbar[j]))
+                users_of[j].append(transfer(graphs[j], clear, rbar[j]))
             if p.use_urr and i in users_of:
                 back = p.re_mult * p.projection_scale * self._project(noise, e[i])
-                users_of[i].append(self._transfer_users(graphs[i], back, rbar[i]))
+                users_of[i].append(transfer(graphs[i], back, rbar[i]))
         u_final = {b: torch.stack(v).mean(0) for b, v in users_of.items()}
-        return {"e": e, "parts": parts, "rbar": rbar, "u": u_final, "unique": unique}
+        return {"e": e, "parts": parts, "rbar": rbar, "u": u_final, "unique": unique, "batch_rows": batch is not None}
 
     def _unique_relation(self, upstream: int) -> Tensor:
         rel = self.relation[upstream]
@@ -197,8 +233,13 @@ class HPMR(Recommender):
         # A behavior with λ_k = 0 adds nothing to the loss or its gradient: its terms and the
         # re-enhanced users u_k that only they read are not computed (the reference multiplies them by 0).
         weighted = frozenset(b for k, b in enumerate(meta.behaviors) if p.coefficient[k] != 0)
-        out = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training), weighted | {meta.target})
         users = batch.users
+        out = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training), weighted | {meta.target},
+                   users if self.restrict_rows else None)
+
+        def take(rows: Tensor) -> Tensor:  # the batch's user rows of a user-side output
+            return rows if out["batch_rows"] else rows[users]
+
         a_main, a_transfer, a_unique = p.alpha
         total = torch.zeros((), device=users.device)
         parts: dict[str, float] = {}
@@ -209,15 +250,15 @@ class HPMR(Recommender):
             pos = batch.positives[b]
             lk = torch.zeros((), device=users.device)
             if a_main:
-                lk = lk + a_main * whole_data_loss(e_users[users], items, rbar, *pos, p.neg_weight[k])
+                lk = lk + a_main * whole_data_loss(take(e_users), items, rbar, *pos, p.neg_weight[k])
             if a_transfer:
-                lk = lk + a_transfer * whole_data_loss(out["u"][b][users], items, rbar, *pos, p.neg_weight[k])
+                lk = lk + a_transfer * whole_data_loss(take(out["u"][b]), items, rbar, *pos, p.neg_weight[k])
             if a_unique and p.use_urs:
                 for (i, j), (noise_users, noise_items) in out["unique"].items():
                     if i != b:
                         continue
                     rel = self._unique_relation(meta.behaviors.index(i))
-                    lk = lk + a_unique * whole_data_loss(noise_users[users], noise_items, rel,
+                    lk = lk + a_unique * whole_data_loss(take(noise_users), noise_items, rel,
                                                          *batch.positives[derived_name(i, j)], p.unique_neg_weight)
             parts[f"loss_{b}"] = float(lk.detach())
             total = total + p.coefficient[k] * lk
@@ -225,12 +266,12 @@ class HPMR(Recommender):
         # A zero weight skips its term: 0 * l2(x) would still send a (zero) gradient through x.
         reg = torch.zeros((), device=users.device)
         if a_main:
-            reg = reg + a_main * l2(t_users[users])
+            reg = reg + a_main * l2(take(t_users))
         if a_transfer:
-            reg = reg + a_transfer * (l2(out["u"][meta.target][users]) + l2(t_items))
+            reg = reg + a_transfer * (l2(take(out["u"][meta.target])) + l2(t_items))
         if a_unique and p.use_urs and out["unique"]:
             last_users, last_items = out["unique"][meta.pairs()[-1]]
-            reg = reg + a_unique * (l2(last_users[users]) + l2(last_items))
+            reg = reg + a_unique * (l2(take(last_users)) + l2(last_items))
         parts["reg"] = float(reg.detach()) * p.decay
         return total + p.decay * reg, parts
 
