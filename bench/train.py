@@ -26,7 +26,6 @@ import torch
 from graphrec import snapshot as snap
 from graphrec.config import load_config, model_params, train_config
 from graphrec.evaluate import evaluate_split
-from graphrec.hostmem import keep_freed_memory
 from graphrec.models import build_model, get_model
 from graphrec.optimize import make_optimizer
 from graphrec.progress import format_table
@@ -39,8 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.device, config: Path | None) -> list:
-    if device.type == "cpu":
-        keep_freed_memory()  # as graphrec.train.fit does
     s = snap.read(snapshot_path)
     cfg = load_config(config, [])
     rows = []

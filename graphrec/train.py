@@ -25,7 +25,6 @@ import torch
 from graphrec import snapshot as snap
 from graphrec.config import TrainConfig
 from graphrec.evaluate import evaluate_split
-from graphrec.hostmem import keep_freed_memory
 from graphrec.models import build_model, get_model
 from graphrec.optimize import make_optimizer, optimize_epoch
 from graphrec.progress import STDERR, format_table
@@ -82,8 +81,6 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
         device: str = "auto", resume: bool = False, log: TextIO | None = STDERR,
         on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
     dev = pick_device(device)
-    if dev.type == "cpu":
-        keep_freed_memory()
     run_dir = Path(run_dir)
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
