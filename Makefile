@@ -12,7 +12,7 @@ TORCH  ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 LAUNCHER := neo4j-runtime/target/classes/graphrec/Launcher.class
 
-.PHONY: setup java demo data-check test bench-ingest bench-export bench-propagation clean-state
+.PHONY: setup java demo data-check test bench-ingest bench-export bench-propagation bench-gpu clean-state
 
 setup: $(STAMP) $(LAUNCHER)
 
@@ -69,6 +69,11 @@ bench-export: setup
 
 bench-propagation: setup
 	$(BIN)/python bench/propagation.py
+
+# The GPU check's bundle (snapshots, resolved settings, a recall run); bench/gpu.py prints the one
+# command to run with it on the GPU machine.
+bench-gpu: setup
+	$(BIN)/python bench/gpu.py bundle
 
 clean-state:
 	-$(BIN)/graphrec neo4j stop

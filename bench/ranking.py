@@ -71,7 +71,8 @@ def main() -> None:
     device = pick_device_name(args.device)
     models = [m for m in args.models.split(",") if m]
     if args.throughput:
-        print(throughput(models, cfg, recall, device, args.throughput, out))
+        print(throughput(models, cfg.ranking, {m: model_params(cfg, m) for m in models}, recall, device,
+                         args.throughput, out))
         return
     if args.orders:
         by_order = {}
@@ -134,14 +135,15 @@ def compare_orders(by_order: dict[str, dict], k: int, out: Path) -> str:
     return text
 
 
-def throughput(models: list[str], cfg, recall: Path, device: str, n_batches: int, out: Path) -> str:
-    """Training steps and inference per second on the same batches for every model."""
+def throughput(models: list[str], rc, params: dict, recall: Path, device: str, n_batches: int, out: Path | None,
+               snapshot: Path | None = None) -> str:
+    """Training steps and inference per second on the same batches for every model (``params``:
+    model name -> its params; ``snapshot``: where the recall run's snapshot is, if it moved)."""
     import torch
 
     from graphrec.models import build_model
 
-    rc = cfg.ranking
-    data, _ = build(recall, rc, device=device)
+    data, _ = build(recall, rc, device=device, snapshot_path=snapshot)
     gen = torch.Generator().manual_seed(rc.seed)
     batches = [b.to(device) for b in data.batches("train", rc.users_per_batch, gen)[:n_batches + 3]]
     rows = sum(b.n_rows for b in batches[3:])
@@ -149,7 +151,7 @@ def throughput(models: list[str], cfg, recall: Path, device: str, n_batches: int
     table = []
     for name in models:
         torch.manual_seed(rc.seed)
-        model = build_model(name, model_params(cfg, name), data.meta).to(device)
+        model = build_model(name, params[name], data.meta).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=rc.lr)
         model.train()
         for i, b in enumerate(batches):
@@ -176,7 +178,8 @@ def throughput(models: list[str], cfg, recall: Path, device: str, n_batches: int
     text = (f"Ranking throughput on {device} ({threads} threads), {n_batches} batches of {rc.users_per_batch} users' "
             f"lists ({rows / n_batches:,.0f} rows per batch) after 3 warm-up steps\n\n"
             + format_table(["model", "parameters", "training rows/s", "inference rows/s"], table))
-    (out / f"throughput-{device.split(':')[0]}.md").write_text(text + "\n")
+    if out is not None:
+        (out / f"throughput-{device.split(':')[0]}.md").write_text(text + "\n")
     return text
 
 

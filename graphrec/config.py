@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
 from graphrec.errors import UserError
 
 
@@ -255,6 +253,8 @@ def _merge(base: dict, override: dict) -> dict:
 
 def parse_override(text: str) -> dict:
     """``a.b=value`` → ``{"a": {"b": value}}`` with the value parsed as YAML (numbers, lists, bools)."""
+    import yaml  # here, not at import: the GPU machine runs graphrec on torch and numpy alone
+
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value (e.g. ingest.split.seed=7); got {text!r}")
@@ -320,6 +320,8 @@ def preset_for(dataset: str | None) -> Path | None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults ← YAML file ← ``--set`` overrides, validated strictly."""
+    import yaml
+
     data: dict = {}
     if path is not None:
         p = Path(path)
