@@ -324,6 +324,22 @@ def spmm_rows(adj: SparseAdj, x: Tensor, rows: Tensor, col_offset: int = 0) -> T
     return x.new_zeros((rows.numel(), x.shape[1])).index_add_(0, local, terms)
 
 
+def last_layer_rows(adj: SparseAdj, x: Tensor, rows: Tensor, n_users: int) -> Tensor:
+    """``(adj.matrix @ x)[rows]`` on a bipartite graph (users first): user rows from their own
+    nonzeros, item rows from the tiled product of the item block. A BPR batch's items are drawn by
+    popularity, so gathering their neighbourhoods moved more than the whole block's product."""
+    n = adj.shape[0]
+    is_user = rows < n_users
+    out = x.new_empty((rows.numel(), x.shape[1]))
+    user_pos, item_pos = torch.nonzero(is_user).squeeze(1), torch.nonzero(~is_user).squeeze(1)
+    if user_pos.numel():
+        out = out.index_copy(0, user_pos, spmm_rows(adj, x, rows.index_select(0, user_pos)))
+    if item_pos.numel() and n > n_users:
+        items = spmm(adj, x, (n_users, n))
+        out = out.index_copy(0, item_pos, items.index_select(0, rows.index_select(0, item_pos) - n_users))
+    return out
+
+
 def normalized_bipartite(users: np.ndarray | Tensor, items: np.ndarray | Tensor, n_users: int, n_items: int, *,
                          device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> SparseAdj:
     """D^-1/2 A D^-1/2 for A = [[0, R], [R^T, 0]] with R[u, i] = 1 per edge (users[k], items[k]).

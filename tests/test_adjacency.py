@@ -296,3 +296,15 @@ def test_spmm_row_spans_and_scattered_rows_match_the_full_product_and_its_gradie
         torch.testing.assert_close(grad, expected)
     with pytest.raises(ValueError, match="non-empty span"):
         spmm(adj, x, rows=(n_users, n_users))
+
+
+def test_last_layer_rows_mixes_users_and_items_in_the_asked_order():
+    from graphrec.adjacency import last_layer_rows
+
+    n_users, n_items = 12, 9
+    u, i = random_graph(n_users, n_items, 40, seed=8)
+    adj = with_tiling(normalized_bipartite(u, i, n_users, n_items, dtype=torch.float64), 64).dropout(
+        0.7, torch.Generator().manual_seed(9))
+    x = torch.randn(n_users + n_items, 3, dtype=torch.float64)
+    rows = torch.tensor([14, 2, 20, 2, 0, 12])  # items and users interleaved, one repeated
+    torch.testing.assert_close(last_layer_rows(adj, x, rows, n_users), (adj.matrix.to_dense() @ x)[rows])

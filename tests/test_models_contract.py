@@ -317,3 +317,26 @@ def test_a_step_on_the_batch_rows_equals_the_step_on_every_row(name, encoder, co
     assert g1.keys() == g0.keys() and len(g0) >= 4
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-7)
+
+
+def test_lightgcn_step_on_the_batch_rows_equals_the_step_on_every_row(communities_path):
+    """LightGCN's last layer for the batch's rows only (users from their nonzeros, items from the
+    item block) gives the whole-graph step's loss and gradients, repeated rows included."""
+    model, data, graphs = _setup("lightgcn", communities_path)
+    for g in graphs.values():
+        g.cpu_tile_bytes = 48
+    t = data.meta.target
+    u, pos, neg = torch.tensor([3, 12, 3, 7]), torch.tensor([0, 6, 1, 2]), torch.tensor([9, 0, 8, 5])
+    batch = Batch(users=u, pos={t: pos}, neg={t: neg})
+    results = []
+    for restrict in (False, True):
+        model.restrict_rows = restrict
+        model.zero_grad()
+        loss, _ = model.loss(batch, graphs)
+        loss.backward()
+        results.append((loss.detach(), model.user.grad.clone(), model.item.grad.clone()))
+    (l0, gu0, gi0), (l1, gu1, gi1) = results
+    assert float(gu0.abs().sum()) > 0 and float(gi0.abs().sum()) > 0
+    torch.testing.assert_close(l1, l0)
+    torch.testing.assert_close(gu1, gu0)
+    torch.testing.assert_close(gi1, gi0)

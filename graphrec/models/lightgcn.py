@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from graphrec.adjacency import last_layer_rows
 from graphrec.errors import BadValue
 from graphrec.losses import bpr_loss, l2
 from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer
@@ -31,6 +32,9 @@ class LightGCNParams:
 
 class LightGCN(Recommender):
     batching = "pairs"
+    #: A training step propagates the last layer for the batch's rows only (the loss reads no
+    #: other); False computes every row as evaluation does (the same loss; the tests compare them).
+    restrict_rows: bool = True
 
     @staticmethod
     def relations(meta: GraphMeta) -> tuple[str, ...]:
@@ -42,19 +46,32 @@ class LightGCN(Recommender):
         self.user = nn.Parameter(torch.randn(meta.n_users, params.dim) * params.init_std)
         self.item = nn.Parameter(torch.randn(meta.n_items, params.dim) * params.init_std)
 
-    def forward(self, graphs: Graphs) -> Tensor:
+    def forward(self, graphs: Graphs, rows: Tensor | None = None) -> Tensor:
+        """Final embeddings of every node, or of the node ids ``rows`` (in that order; the last
+        layer is then computed for those rows alone)."""
         x = torch.cat([self.user, self.item])
-        outs = [x]
-        for _ in range(self.params.layers):
-            x = graphs[self.meta.target] @ x
-            outs.append(x)
-        return torch.stack(outs).mean(0)
+        adj = graphs[self.meta.target]
+        if rows is None or self.params.layers == 0:
+            outs = [x]
+            for _ in range(self.params.layers):
+                x = adj @ x
+                outs.append(x)
+            e = torch.stack(outs).mean(0)
+            return e if rows is None else e.index_select(0, rows)
+        acc = x.index_select(0, rows)
+        for _ in range(self.params.layers - 1):
+            x = adj @ x
+            acc = acc + x.index_select(0, rows)
+        return (acc + last_layer_rows(adj, x, rows, self.meta.n_users)) / (self.params.layers + 1)
 
     def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
         nu, t = self.meta.n_users, self.meta.target
-        e = self(graphs)
         u, pos, neg = batch.users, batch.pos[t], batch.neg[t]
-        eu, ep, en = e[:nu][u], e[nu:][pos], e[nu:][neg]
+        if self.restrict_rows:
+            eu, ep, en = self(graphs, torch.cat([u, pos + nu, neg + nu])).split([len(u), len(pos), len(neg)])
+        else:
+            e = self(graphs)
+            eu, ep, en = e[:nu][u], e[nu:][pos], e[nu:][neg]
         main = bpr_loss((eu * ep).sum(-1), (eu * en).sum(-1))
         reg = self.params.reg * l2(self.user[u], self.item[pos], self.item[neg]) / len(u)
         return main + reg, {"bpr": float(main.detach()), "reg": float(reg.detach())}
