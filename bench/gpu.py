@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from graphrec import snapshot as snap
-from graphrec.config import TrainConfig, _build
+from graphrec.config import TrainConfig, from_dict
 from graphrec.evaluate import evaluate_split
 from graphrec.models import build_model, get_model
 from graphrec.optimize import make_optimizer
@@ -123,7 +123,7 @@ def propagation(dev: torch.device, repeats: int) -> list:
 
 def train_row(name: str, model_name: str, entry: dict, s: snap.Snapshot, dev: torch.device, epochs: int) -> list:
     params = params_from_dict(model_name, entry["params"])
-    tc = _build(TrainConfig, entry["train"], "plan.json train")
+    tc = from_dict(TrainConfig, entry["train"], "plan.json train")
     torch.manual_seed(tc.seed)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -157,7 +157,7 @@ def train_row(name: str, model_name: str, entry: dict, s: snap.Snapshot, dev: to
     epoch_s = statistics.median(times[1:] if len(times) > 1 else times)
     goal = GOALS.get(f"epoch:{model_name}:{s.dataset}", "")
     return [f"{model_name} on {name} ({steps} steps/epoch, {m['users']:,} test users)",
-            f"{epoch_s:.2f} s", f"{min(evals[1:]):.3f} s", f"HR@10 {m['hr@10']:.4f} after {epochs} epochs",
+            f"{epoch_s:.4f} s", f"{min(evals[1:]):.4f} s", f"HR@10 {m['hr@10']:.4f} after {epochs} epochs",
             _peak_mib(dev), " / ".join(g for g in (goal, GOALS["eval"]) if g)]
 
 
@@ -166,7 +166,7 @@ def ranking_row(bundle_dir: Path, spec: dict, dev: torch.device, n_batches: int)
 
     from graphrec.config import RankingConfig
 
-    rc = _build(RankingConfig, spec["ranking"], "plan.json ranking")
+    rc = from_dict(RankingConfig, spec["ranking"], "plan.json ranking")
     params = {spec["model"]: params_from_dict(spec["model"], spec["params"])}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)

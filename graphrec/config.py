@@ -186,6 +186,12 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
+def from_dict(cls: type, data: dict, where: str):
+    """A config section (or params dataclass) ``cls`` from a plain mapping such as a run record's,
+    with the same strict checks as a YAML file; ``where`` names the source in errors."""
+    return _build(cls, data, where)
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if data is None:
         return cls()

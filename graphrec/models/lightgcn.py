@@ -50,14 +50,14 @@ class LightGCN(Recommender):
         """Final embeddings of every node, or of the node ids ``rows`` (in that order; the last
         layer is then computed for those rows alone)."""
         x = torch.cat([self.user, self.item])
-        adj = graphs[self.meta.target]
         if rows is None or self.params.layers == 0:
             outs = [x]
             for _ in range(self.params.layers):
-                x = adj @ x
+                x = graphs[self.meta.target] @ x
                 outs.append(x)
             e = torch.stack(outs).mean(0)
             return e if rows is None else e.index_select(0, rows)
+        adj = graphs[self.meta.target]
         acc = x.index_select(0, rows)
         for _ in range(self.params.layers - 1):
             x = adj @ x
