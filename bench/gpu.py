@@ -99,8 +99,12 @@ def cuda_tests(dev: torch.device) -> str:
         import pytest  # noqa: F401
     except ImportError:
         return "not run: pytest is not installed on this machine"
+    # only the modules with CUDA tests: the others import what the GPU machine lacks (neo4j, pandas);
+    # one that cannot be imported there is counted as an error, the rest still run
+    files = [str(p) for p in sorted((ROOT / "tests").glob("test_*.py")) if "mark.gpu" in p.read_text()]
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                        str(ROOT / "tests")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                        "--continue-on-collection-errors", *files], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT)
     tail = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
     return tail if r.returncode in (0, 5) else f"FAILED (exit {r.returncode}): {tail}"
 
