@@ -287,10 +287,11 @@ def test_lightgcn_m_by_hand(communities_path):
 
 
 @pytest.mark.parametrize("name,encoder", [("hpmr", "gccf"), ("hpmr", "ngcf"), ("hpmr", "lightgcn"),
-                                          ("lightgcn_m", None)])
+                                          ("lightgcn_m", None), ("ghcf", None)])
 def test_a_step_on_the_batch_rows_equals_the_step_on_every_row(name, encoder, communities_path):
-    """HPMR's training step computes the batch's user rows only where the loss reads them; with
-    dropout on and tiled products it gives the loss and gradients of the whole-graph step."""
+    """HPMR's (LightGCN_M's, GHCF's) training step computes the batch's user rows only where the
+    loss reads them; with dropout on and tiled products it gives the whole-graph step's loss and
+    gradients."""
     from graphrec.models.hpmr import HPMR
 
     base = {**TINY_PARAMS[name], "mess_dropout": 0.3, "node_dropout": 0.2}

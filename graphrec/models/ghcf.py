@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphrec.adjacency import spmm, spmm_rows
 from graphrec.errors import BadValue
+from graphrec.layers import dropout_rows
 from graphrec.losses import l2
 from graphrec.models.base import (
     Batch,
@@ -48,6 +50,9 @@ class GHCFParams:
 class GHCF(Recommender):
     batching = "users"
     config_key = "ghcf"  # the models.<key> section its params come from
+    #: A training step computes the last layer for the batch's users and every item only (all the
+    #: loss reads); False computes every row as evaluation does (the same loss; the tests compare).
+    restrict_rows: bool = True
 
     def __init__(self, params: GHCFParams, meta: GraphMeta):
         super().__init__()
@@ -60,27 +65,42 @@ class GHCF(Recommender):
         self.w_gc = nn.ParameterList([xavier(d, d) for _ in range(params.layers)])
         self.w_rel = nn.ParameterList([xavier(d, d) for _ in range(params.layers)])
 
-    def forward(self, graphs: Graphs) -> tuple[Tensor, Tensor]:
-        p = self.params
+    def forward(self, graphs: Graphs, batch_users: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Layer-mean embeddings of every node, or with ``batch_users`` of those users then every
+        item (the last layer is computed for those rows alone), and the layer-mean relations."""
+        p, nu = self.params, self.meta.n_users
         x = torch.cat([self.user, self.item])
+        n = x.shape[0]
+        rows = None if batch_users is None else torch.cat([batch_users, torch.arange(nu, n, device=x.device)])
         rel = self.relation
         outs, rels = [x], [rel]
         for layer in range(p.layers):
+            last = rows is not None and layer == p.layers - 1
             agg = 0
             for k, b in enumerate(self.meta.behaviors):
                 if p.coefficient[k] == 0:
                     continue
-                agg = agg + p.coefficient[k] * F.leaky_relu(((graphs[b] @ x) * rel[k]) @ self.w_gc[layer], 0.2)
-            x = dropout(agg, p.mess_dropout, self.training)
+                z = (torch.cat([spmm_rows(graphs[b], x, batch_users), spmm(graphs[b], x, (nu, n))]) if last
+                     else graphs[b] @ x)
+                agg = agg + p.coefficient[k] * F.leaky_relu((z * rel[k]) @ self.w_gc[layer], 0.2)
+            x = (dropout_rows(agg, p.mess_dropout, self.training, n, rows) if last
+                 else dropout(agg, p.mess_dropout, self.training))
             rel = rel @ self.w_rel[layer]
             outs.append(x)
             rels.append(rel)
+        if rows is not None:
+            outs = [o.index_select(0, rows) for o in outs[:-1]] + outs[-1:]
         return torch.stack(outs).mean(0), torch.stack(rels).mean(0)
 
     def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
         p, nu = self.params, self.meta.n_users
-        e, rbar = self(drop_edges(graphs, 1.0 - p.node_dropout, self.training))
-        users, items = e[:nu][batch.users], e[nu:]
+        dropped = drop_edges(graphs, 1.0 - p.node_dropout, self.training)
+        if self.restrict_rows:
+            e, rbar = self(dropped, batch.users)
+            users, items = e.split([batch.users.numel(), self.meta.n_items])
+        else:
+            e, rbar = self(dropped)
+            users, items = e[:nu][batch.users], e[nu:]
         total, parts = weighted_whole_data_loss(self.meta, users, items, rbar, batch, p.coefficient,
                                                 p.neg_weight)
         reg = l2(users) + l2(items)
