@@ -7,7 +7,7 @@
 model's params and train settings from its data set's preset into ``plan.json``, and trains a
 one-epoch LightGCN recall run on the first snapshot for the ranking row. It prints the command for
 the GPU machine, which needs Python, torch and numpy only (no DGL, Java, YAML or network): carry
-the bundle (``run`` tool: ``carry: [".graphrec/gpu-bundle"]``; Beibei + taobao_mbcgcn ≈ 10 MiB).
+the bundle (``run`` tool: ``carry: [".graphrec/gpu-bundle"]``; Beibei + taobao_mbcgcn: 17 MiB).
 
 ``run`` prints one table: the CUDA-marked tests (when pytest is there), one propagation forward +
 backward with the achieved memory bandwidth (bench/propagation.py), then per snapshot and model the
@@ -52,6 +52,9 @@ def bundle(snapshots: list[Path], out: Path, models: tuple[str, ...], ranking: b
     from graphrec.train import fit
 
     if out.exists():
+        if any(out.iterdir()) and not (out / "plan.json").is_file():
+            raise SystemExit(f"{out} is not empty and holds no plan.json: not a bundle, so it is left alone; "
+                             "pass another --out")
         shutil.rmtree(out)
     (out / "snapshots").mkdir(parents=True)
     plan: dict = {"datasets": {}, "ranking": None}
@@ -102,19 +105,29 @@ def cuda_tests(dev: torch.device) -> str:
     # only the modules with CUDA tests: the others import what the GPU machine lacks (neo4j, pandas);
     # one that cannot be imported there is counted as an error, the rest still run
     files = [str(p) for p in sorted((ROOT / "tests").glob("test_*.py")) if "mark.gpu" in p.read_text()]
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                        "--continue-on-collection-errors", *files], capture_output=True, text=True, timeout=300,
-                       cwd=ROOT)
+    try:
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                            "--continue-on-collection-errors", *files], capture_output=True, text=True,
+                           timeout=300, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return "not finished within 300 s"
     tail = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
-    return tail if r.returncode in (0, 5) else f"FAILED (exit {r.returncode}): {tail}"
+    if r.returncode in (0, 5):
+        return tail
+    if "failed" not in tail:  # collection errors only: a module needs a package this machine lacks
+        return f"{tail} (the errors: test modules that cannot be imported here)"
+    return f"FAILED (exit {r.returncode}): {tail}"
 
 
 def propagation(dev: torch.device, repeats: int) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "p.json"
-        r = subprocess.run([sys.executable, str(ROOT / "bench" / "propagation.py"), "--device", dev.type,
-                            "--repeats", str(repeats), "--json", str(out)], capture_output=True, text=True,
-                           timeout=600, cwd=ROOT)
+        try:
+            r = subprocess.run([sys.executable, str(ROOT / "bench" / "propagation.py"), "--device", dev.type,
+                                "--repeats", str(repeats), "--json", str(out)], capture_output=True, text=True,
+                               timeout=600, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            return ["propagation fwd+bwd", "-", "-", "not finished within 600 s", "", ""]
         if r.returncode != 0:
             return ["propagation fwd+bwd", "-", "-", f"failed: {r.stderr.strip().splitlines()[-1:]}", "", ""]
         p = json.loads(out.read_text())

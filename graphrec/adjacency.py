@@ -268,8 +268,13 @@ def _product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int, int] 
     x = x.contiguous()
     tiled = adj._cpu_tiles(transposed, x.shape[1], x.element_size()) if x.device.type == "cpu" else None
     if tiled is None:
-        out = torch.sparse.mm(adj.transpose if transposed else adj.matrix, x)
-        return out if rows is None else out[rows[0]:rows[1]]
+        csr = adj.transpose if transposed else adj.matrix
+        if rows is not None:  # a row span of a CSR is a slice of its arrays: multiply just that
+            lo, hi = rows
+            crow = csr.crow_indices()
+            a, b = int(crow[lo]), int(crow[hi])
+            csr = csr_tensor(crow[lo:hi + 1] - a, csr.col_indices()[a:b], csr.values()[a:b], (hi - lo, csr.shape[1]))
+        return torch.sparse.mm(csr, x)
     alpha, tiles = tiled
     out = x.new_zeros((adj.shape[1 if transposed else 0], x.shape[1]))
     for r0, r1, c0, c1, block in tiles:

@@ -157,19 +157,19 @@ def load_run(run_dir: str | Path) -> RunInfo:
 def params_from_dict(model: str, data: dict) -> Any:
     """A run's recorded params, strictly: a key this graphrec does not know means the run was made
     by another version, and its weights would not fit the model built here."""
-    from graphrec.config import ConfigError, _build
+    from graphrec.config import ConfigError, from_dict
 
     try:
-        return _build(get_model(model).params, data, f"run.json params of {model}")
+        return from_dict(get_model(model).params, data, f"run.json params of {model}")
     except ConfigError as exc:
         raise RunNotFound(f"{exc.args[0]}; the run was made by another graphrec version: retrain it") from None
 
 
 def recorded_train(info: RunInfo) -> TrainConfig:
-    from graphrec.config import ConfigError, _build
+    from graphrec.config import ConfigError, from_dict
 
     try:
-        return _build(TrainConfig, info.train, "run.json train")
+        return from_dict(TrainConfig, info.train, "run.json train")
     except ConfigError as exc:
         raise RunNotFound(f"{exc.args[0]}; the run was made by another graphrec version: retrain it") from None
 

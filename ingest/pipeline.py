@@ -8,9 +8,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import neo4j
+from typing import TYPE_CHECKING, Callable
 
 from graphrec.config import IngestConfig
 from graphrec.errors import BadValue
@@ -18,6 +16,9 @@ from graphrec.ingest import load
 from graphrec.ingest.readers import read_source
 from graphrec.progress import Progress
 from graphrec.schema import rel_type
+
+if TYPE_CHECKING:
+    import neo4j
 
 
 @dataclass

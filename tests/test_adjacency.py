@@ -244,6 +244,14 @@ def test_cuda_matches_cpu():
     d = gpu.dropout(0.5, torch.Generator(device="cuda").manual_seed(0))
     assert torch.equal(d.transpose.to_dense(), d.matrix.to_dense().T)
     assert torch.allclose(spmm(d, xg).cpu(), d.matrix.to_dense().cpu() @ x.detach(), atol=1e-5, rtol=1e-5)
+    # the batch-rows paths of a training step: a row span (a CSR slice there) and scattered rows
+    from graphrec.adjacency import last_layer_rows, spmm_rows
+
+    rows = torch.tensor([450, 3, 299, 3, 300])
+    dense = cpu.matrix.to_dense() @ x.detach()
+    assert torch.allclose(spmm(gpu, xg, rows=(300, 500)).cpu(), dense[300:], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(spmm_rows(gpu, xg, rows[1:3].cuda()).cpu(), dense[rows[1:3]], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(last_layer_rows(gpu, xg, rows.cuda(), 300).cpu(), dense[rows], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("tile_bytes", [0, 64, None])

@@ -157,8 +157,7 @@ class HPMR(Recommender):
                 acc = acc + x
             rel = rel @ self.w_rel[layer]
             rel_acc = rel_acc + rel
-        n = self.params.layers + 1
-        return acc / n, rel_acc / n
+        return acc / (self.params.layers + 1), rel_acc / (self.params.layers + 1)
 
     def _transfer_users(self, adj, x0: Tensor, rel0: Tensor) -> Tensor:
         """User rows of the transfer GNN T(x0): only they are used (§1.5), so the last layer

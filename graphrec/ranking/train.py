@@ -172,7 +172,7 @@ def open_ranking(run_dir: str | Path, device: torch.device | str = "cpu"
                  ) -> tuple[dict, RankingConfig, Ranker, CandidateSource]:
     """A trained ranking run: its run.json, ranking config, model and its recall run's candidate
     source (for serving and evaluation)."""
-    from graphrec.config import _build
+    from graphrec.config import from_dict
     from graphrec.models import build_model, get_model
 
     f = Path(run_dir) / RUN_FILE
@@ -181,9 +181,9 @@ def open_ranking(run_dir: str | Path, device: torch.device | str = "cpu"
     info = json.loads(f.read_text())
     if info.get("stage") != "ranking":
         raise RankingError(f"{run_dir} is a recall run, not a ranking run")
-    rc = _build(RankingConfig, info["ranking"], "ranking")
+    rc = from_dict(RankingConfig, info["ranking"], "ranking")
     src = CandidateSource.from_config(info["recall_run"], rc, device=str(device))
-    params = _build(get_model(info["model"]).params, info["params"], f"models.{info['model']}")
+    params = from_dict(get_model(info["model"]).params, info["params"], f"models.{info['model']}")
     model = build_model(info["model"], params, src.meta).to(device)
     model.load_state_dict(load_weights(Path(run_dir), BEST, device)["model"])
     model.eval()
