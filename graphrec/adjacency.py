@@ -329,6 +329,12 @@ def spmm_rows(adj: SparseAdj, x: Tensor, rows: Tensor, col_offset: int = 0) -> T
     return x.new_zeros((rows.numel(), x.shape[1])).index_add_(0, local, terms)
 
 
+def users_then_items(adj: SparseAdj, x: Tensor, users: Tensor, n_users: int) -> Tensor:
+    """``(adj.matrix @ x)`` at the rows ``users`` then every item row (users first in a bipartite
+    graph): a whole-data step's last layer, which reads the batch's users and all items."""
+    return torch.cat([spmm_rows(adj, x, users), spmm(adj, x, (n_users, adj.shape[0]))])
+
+
 def last_layer_rows(adj: SparseAdj, x: Tensor, rows: Tensor, n_users: int) -> Tensor:
     """``(adj.matrix @ x)[rows]`` on a bipartite graph (users first): user rows from their own
     nonzeros, item rows from the tiled product of the item block. A BPR batch's items are drawn by

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphrec.adjacency import spmm, spmm_rows
+from graphrec.adjacency import users_then_items
 from graphrec.errors import BadValue
 from graphrec.layers import dropout_rows
 from graphrec.losses import l2
@@ -80,8 +80,7 @@ class GHCF(Recommender):
             for k, b in enumerate(self.meta.behaviors):
                 if p.coefficient[k] == 0:
                     continue
-                z = (torch.cat([spmm_rows(graphs[b], x, batch_users), spmm(graphs[b], x, (nu, n))]) if last
-                     else graphs[b] @ x)
+                z = users_then_items(graphs[b], x, batch_users, nu) if last else graphs[b] @ x
                 agg = agg + p.coefficient[k] * F.leaky_relu((z * rel[k]) @ self.w_gc[layer], 0.2)
             x = (dropout_rows(agg, p.mess_dropout, self.training, n, rows) if last
                  else dropout(agg, p.mess_dropout, self.training))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphrec.adjacency import spmm, spmm_rows
+from graphrec.adjacency import spmm, spmm_rows, users_then_items
 from graphrec.errors import BadValue
 from graphrec.layers import dropout_rows
 from graphrec.losses import l2, whole_data_loss
@@ -147,7 +147,7 @@ class HPMR(Recommender):
         for layer in range(self.params.layers):
             if batch_users is not None and layer == self.params.layers - 1:
                 rows = torch.cat([batch_users, torch.arange(nu, n, device=ego.device)])
-                z = torch.cat([spmm_rows(adj, x, batch_users), spmm(adj, x, (nu, n))])
+                z = users_then_items(adj, x, batch_users, nu)
                 x = self._activate(z, rel, ego.index_select(0, rows), layer)
                 x = dropout_rows(x, self.params.mess_dropout, self.training, n, rows)
                 acc = acc.index_select(0, rows) + x
