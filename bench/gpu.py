@@ -26,19 +26,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from train import time_training
 
 from graphrec import snapshot as snap
 from graphrec.config import TrainConfig, from_dict
-from graphrec.evaluate import evaluate_split
 from graphrec.models import build_model, get_model
-from graphrec.optimize import make_optimizer
 from graphrec.progress import format_table
 from graphrec.runs import params_from_dict, pick_device
-from graphrec.sampling import TrainData, model_batches
+from graphrec.sampling import TrainData
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("hpmr", "ghcf", "lightgcn")
@@ -84,11 +82,6 @@ def bundle(snapshots: list[Path], out: Path, models: tuple[str, ...], ranking: b
                            "ranking": dataclasses.asdict(cfg.ranking)}
     (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     return out
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _peak_mib(dev: torch.device) -> str:
@@ -148,29 +141,7 @@ def train_row(name: str, model_name: str, entry: dict, s: snap.Snapshot, dev: to
     data = TrainData.for_model(s, tc, cls, dev)
     graphs = data.graphs(cls.relations(data.meta), dev)
     model = build_model(model_name, params, data.meta).to(dev)
-    opt = make_optimizer(model, tc)
-    gen = torch.Generator().manual_seed(tc.seed)
-    times, steps = [], 0
-    for _ in range(epochs):
-        model.train()
-        _sync(dev)
-        t = time.perf_counter()
-        steps = 0
-        for batch in model_batches(model, data, tc.batch_size, tc.drop_last, gen, dev):
-            loss, _ = model.loss(batch, graphs)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-        _sync(dev)
-        times.append(time.perf_counter() - t)
-    evals = []
-    for _ in range(3):  # the first includes one-time work (scorer set-up, kernels)
-        _sync(dev)
-        t = time.perf_counter()
-        m = evaluate_split(model, graphs, data, "test", (10,), tc.eval_batch_size, dev)
-        _sync(dev)
-        evals.append(time.perf_counter() - t)
+    times, steps, evals, m = time_training(model, data, graphs, tc, dev, epochs, tc.eval_batch_size)
     epoch_s = statistics.median(times[1:] if len(times) > 1 else times)
     goal = GOALS.get(f"epoch:{model_name}:{s.dataset}", "")
     return [f"{model_name} on {name} ({steps} steps/epoch, {m['users']:,} test users)",

@@ -50,33 +50,44 @@ def speed(snapshot_path: Path, models: list[str], epochs: int, device: torch.dev
         graphs = data.graphs(entry.cls.relations(data.meta), device)
         model = build_model(name, model_params(cfg, name), data.meta).to(device)
         setup = time.perf_counter() - t0
-        opt = make_optimizer(model, tc)  # the configured one (Adagrad for EHCF and NMTR)
-        gen = torch.Generator().manual_seed(tc.seed)
-        times = []
-        for epoch in range(epochs):
-            model.train()
-            _sync(device)
-            t = time.perf_counter()
-            n = 0
-            for batch in model_batches(model, data, tc.batch_size, tc.drop_last, gen, device):
-                loss, _ = model.loss(batch, graphs)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                n += 1
-            _sync(device)
-            times.append(time.perf_counter() - t)
-            print(f"  {name}: epoch {epoch + 1} {times[-1]:.2f} s ({n} batches)", file=sys.stderr, flush=True)
-        evals = []
-        for _ in range(3):
-            _sync(device)
-            t = time.perf_counter()
-            m = evaluate_split(model, graphs, data, "test", [10], 1024 if device.type == "cpu" else 8192, device)
-            _sync(device)
-            evals.append(time.perf_counter() - t)
+        times, n, evals, m = time_training(model, data, graphs, tc, device, epochs,
+                                           1024 if device.type == "cpu" else 8192, log_name=name)
         rows.append([name, n, round(setup, 2), round(statistics.median(times), 2), round(min(evals), 3),
                      m["users"]])
     return rows
+
+
+def time_training(model, data: TrainData, graphs, tc, device: torch.device, epochs: int, eval_batch: int,
+                  log_name: str | None = None) -> tuple[list[float], int, list[float], dict]:
+    """``epochs`` epochs with the configured optimizer (Adagrad for EHCF and NMTR), then three full
+    evaluations of the test split (the first includes one-time work: scorer set-up, kernels).
+    Returns the epoch seconds, the steps of an epoch, the evaluation seconds and the metrics."""
+    opt = make_optimizer(model, tc)
+    gen = torch.Generator().manual_seed(tc.seed)
+    times, steps = [], 0
+    for epoch in range(epochs):
+        model.train()
+        _sync(device)
+        t = time.perf_counter()
+        steps = 0
+        for batch in model_batches(model, data, tc.batch_size, tc.drop_last, gen, device):
+            loss, _ = model.loss(batch, graphs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+        _sync(device)
+        times.append(time.perf_counter() - t)
+        if log_name:
+            print(f"  {log_name}: epoch {epoch + 1} {times[-1]:.2f} s ({steps} batches)", file=sys.stderr, flush=True)
+    evals = []
+    for _ in range(3):
+        _sync(device)
+        t = time.perf_counter()
+        m = evaluate_split(model, graphs, data, "test", [10], eval_batch, device)
+        _sync(device)
+        evals.append(time.perf_counter() - t)
+    return times, steps, evals, m
 
 
 def accuracy(runs: list[Path]) -> list:

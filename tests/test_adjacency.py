@@ -27,6 +27,13 @@ def with_tiling(adj: SparseAdj, tile_bytes: int) -> SparseAdj:
     return adj
 
 
+def small_bipartite(n_users: int, n_items: int, n_edges: int, seed: int, tile_bytes: int | None) -> SparseAdj:
+    """A random float64 bipartite adjacency; ``tile_bytes`` None keeps the default tiling."""
+    u, i = random_graph(n_users, n_items, n_edges, seed)
+    adj = normalized_bipartite(u, i, n_users, n_items, dtype=torch.float64)
+    return adj if tile_bytes is None else with_tiling(adj, tile_bytes)
+
+
 def test_normalization_by_hand():
     # users u0..u3 (u3 isolated), items i0..i2 (i2 isolated); nodes u0..u3 = 0..3, i0..i2 = 4..6
     # edges (u0,i0) (u0,i1) (u1,i0) (u2,i1): deg u0=2, u1=1, u2=1, u3=0; deg i0=2, i1=2, i2=0
@@ -260,11 +267,8 @@ def test_spmm_first_rows_only_matches_the_full_product_and_its_gradient(tile_byt
 
     g = torch.Generator().manual_seed(3)
     n_users, n_items = 30, 20
-    pairs = torch.randperm(n_users * n_items, generator=g)[:150]
-    adj = normalized_bipartite(pairs // n_items, pairs % n_items, n_users, n_items, dtype=torch.float64)
-    if tile_bytes is not None:
-        adj = SparseAdj(adj.matrix, adj.transpose, adj.perm, cpu_tile_bytes=tile_bytes)
-    adj = adj.dropout(0.7, torch.Generator().manual_seed(4))
+    adj = small_bipartite(n_users, n_items, 150, seed=3, tile_bytes=tile_bytes).dropout(
+        0.7, torch.Generator().manual_seed(4))
     x = torch.randn(n_users + n_items, 5, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(n_users, 5, generator=g, dtype=torch.float64)
     full = adj.matrix.to_dense() @ x
@@ -283,10 +287,7 @@ def test_spmm_row_spans_and_scattered_rows_match_the_full_product_and_its_gradie
 
     g = torch.Generator().manual_seed(5)
     n_users, n_items = 30, 20
-    pairs = torch.randperm(n_users * n_items, generator=g)[:160]
-    adj = normalized_bipartite(pairs // n_items, pairs % n_items, n_users, n_items, dtype=torch.float64)
-    if tile_bytes is not None:
-        adj = SparseAdj(adj.matrix, adj.transpose, adj.perm, cpu_tile_bytes=tile_bytes)
+    adj = small_bipartite(n_users, n_items, 160, seed=5, tile_bytes=tile_bytes)
     n = n_users + n_items
     for a in (adj, adj.dropout(0.6, torch.Generator().manual_seed(6))):
         dense = a.matrix.to_dense()
@@ -310,9 +311,7 @@ def test_last_layer_rows_mixes_users_and_items_in_the_asked_order():
     from graphrec.adjacency import last_layer_rows
 
     n_users, n_items = 12, 9
-    u, i = random_graph(n_users, n_items, 40, seed=8)
-    adj = with_tiling(normalized_bipartite(u, i, n_users, n_items, dtype=torch.float64), 64).dropout(
-        0.7, torch.Generator().manual_seed(9))
+    adj = small_bipartite(n_users, n_items, 40, seed=8, tile_bytes=64).dropout(0.7, torch.Generator().manual_seed(9))
     x = torch.randn(n_users + n_items, 3, dtype=torch.float64)
     rows = torch.tensor([14, 2, 20, 2, 0, 12])  # items and users interleaved, one repeated
     torch.testing.assert_close(last_layer_rows(adj, x, rows, n_users), (adj.matrix.to_dense() @ x)[rows])
