@@ -92,15 +92,24 @@ def _recall_table(run, info, model, data, graphs, ks: list[int], batch: int, dev
         if negatives is not None:
             test, _ = data.eval_sets[split]
             with torch.no_grad():
-                full = model.scorer(graphs)
                 users = torch.nonzero(test.counts() > 0).flatten()
-                m = evaluate_sampled(lambda u, i: full(u).gather(1, i), users, test, all_known(data),
+                m = evaluate_sampled(_sampled_scores(model, graphs), users, test, all_known(data),
                                      data.meta.n_items, n_negatives=negatives, ks=tuple(ks), seed=seed, device=dev)
             rows.append([split, f"1 + {negatives} sampled", *[f"{m[f'{kind}@{k}']:.4f}"
                                                               for kind in ("hr", "ndcg") for k in ks],
                          *[""] * len(ks), m["users"]])
     headers = ["split", "protocol", *[f"{kind}@{k}" for kind in ("hr", "ndcg", "recall") for k in ks], "users"]
     return Table(f"{info.model} on {info.dataset} ({info.train['protocol']} protocol; run {run})", headers, rows)
+
+
+def _sampled_scores(model, graphs):
+    """The sampled protocol's scores of [N] users against their [N, M] items: pair scores where
+    the model has them (a full row of NMTR costs a tower pass per item), else gathered rows."""
+    pairs = model.pair_scorer(graphs)
+    if pairs is not None:
+        return lambda u, i: pairs(u[:, None], i)
+    full = model.scorer(graphs)
+    return lambda u, i: full(u).gather(1, i)
 
 
 def all_known(data):

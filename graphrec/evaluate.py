@@ -175,40 +175,74 @@ class UserItems:
         return row, self.indices[torch.arange(total, device=self.device) + shift]
 
 
+#: Items per block of the block-maximum prefilter in ``row_topk``.
+_TOPK_BLOCK = 32
+
+
+def row_topk(x: Tensor, k: int) -> Tensor:
+    """``x.topk(k, dim=1, sorted=True).indices`` for a [B, n] score matrix, from fewer comparisons.
+
+    Exact: with τ the k-th largest value of a row, every item above τ sits in a block whose maximum
+    is above τ, and at most k - 1 blocks have one, so the k blocks with the largest maxima (plus the
+    ragged tail) hold every item above τ and at least k items >= τ. Ties at τ may resolve to other
+    items than ``torch.topk`` would pick (its tie order is unspecified too). On CPU a full-row
+    ``topk`` took 26 ms for 1024 × 7,977 scores, the two-stage one 12-19 ms (one thread).
+    """
+    b, n = x.shape
+    blk = _TOPK_BLOCK
+    n_blocks = n // blk
+    if k <= 0 or n_blocks < 4 * k:
+        return x.topk(min(k, n), dim=1, sorted=True).indices
+    block_max = x[:, :n_blocks * blk].reshape(b, n_blocks, blk).amax(2)
+    best = block_max.topk(k, dim=1, sorted=False).indices
+    cand = (best.unsqueeze(2) * blk + torch.arange(blk, device=x.device)).reshape(b, k * blk)
+    if n_blocks * blk < n:
+        cand = torch.cat([cand, torch.arange(n_blocks * blk, n, device=x.device).expand(b, -1)], 1)
+    return cand.gather(1, x.gather(1, cand).topk(k, dim=1, sorted=True).indices)
+
+
 def masked_topk(scores: Tensor, k: int, exclude: Pairs, keep: Pairs | None = None) -> Tensor:
     """Item ids [B, min(k, n_items)] of each row's best scores, best first, ``exclude`` masked out.
 
-    ``exclude`` and ``keep`` are ``(row, item)`` pairs (``UserItems.rows``). Excluded entries are set
-    to -inf on a copy, so ``scores`` is left untouched; ``keep`` entries are restored afterwards,
-    which is how test items are never excluded. A row with fewer than k non-excluded items fills
-    its tail with excluded ones. The order among tied scores is torch.topk's (unspecified).
+    ``exclude`` and ``keep`` are ``(row, item)`` pairs (``UserItems.rows``); ``keep`` entries are
+    never excluded, which is how test items stay in. A row with fewer than k non-excluded items
+    fills its tail with excluded ones. The order among tied scores is unspecified (``row_topk``).
+
+    ``scores`` is left as it was: the excluded entries are set to -inf in place and restored
+    before returning (a copy of a 1024 × 7,977 batch cost more than its top-k). A tensor that
+    needs its gradient, or a non-float one, is copied instead.
     """
     if scores.dim() != 2:
         raise ValueError(f"scores must be [batch, n_items], got shape {tuple(scores.shape)}")
-    # -inf needs a floating dtype; the copy is what protects the caller's tensor.
-    masked = scores.clone() if scores.is_floating_point() else scores.float()
-    dev = masked.device
+    if not scores.is_floating_point() or scores.requires_grad:
+        scores = scores.detach().float().clone()  # -inf needs a floating dtype
+    dev = scores.device
     er, ei = exclude[0].to(dev), exclude[1].to(dev)
-    masked.index_put_((er, ei), torch.tensor(-math.inf, dtype=masked.dtype, device=dev))
+    saved = scores[er, ei]
+    kept = None
     if keep is not None and keep[0].numel():
         kr, ki = keep[0].to(dev), keep[1].to(dev)
-        masked.index_put_((kr, ki), scores[kr, ki].to(masked.dtype))
-    return masked.topk(min(k, masked.shape[1]), dim=1, sorted=True).indices
+        kept = scores[kr, ki]
+    try:
+        scores.index_put_((er, ei), torch.tensor(-math.inf, dtype=scores.dtype, device=dev))
+        if kept is not None:
+            scores.index_put_((kr, ki), kept)
+        return row_topk(scores, k)
+    finally:
+        scores.index_put_((er, ei), saved)
 
 
 def topk_hits(scores: Tensor, k: int, exclude: Pairs, test: Pairs) -> Tensor:
     """Binary hit list bool [B, k]: whether the item at each of the top-k ranks is a test item.
 
-    Excluded ``(row, item)`` pairs are masked with -inf on a copy; test pairs are never excluded.
+    Excluded ``(row, item)`` pairs are masked out (``masked_topk``); test pairs are never excluded.
     Columns past n_items (k > n_items) are False.
     """
     top = masked_topk(scores, k, exclude, keep=test)
-    dev = scores.device
-    # A dense [B, n_items] membership mask costs one memset (8 MB at B=1024 on Beibei) and turns the
-    # hit test into a gather, with no per-user loop.
-    is_test = torch.zeros(scores.shape, dtype=torch.bool, device=dev)
-    is_test.index_put_((test[0].to(dev), test[1].to(dev)), torch.tensor(True, device=dev))
-    hits = is_test.gather(1, top)
+    dev, n = top.device, scores.shape[1]
+    # (row, item) as one key, so the hit test is a set lookup over B·k keys, not a [B, n] mask.
+    rows = torch.arange(top.shape[0], device=dev).unsqueeze(1)
+    hits = torch.isin(rows * n + top, test[0].to(dev) * n + test[1].to(dev))
     if hits.shape[1] < k:
         hits = torch.cat([hits, hits.new_zeros(hits.shape[0], k - hits.shape[1])], dim=1)
     return hits
@@ -285,12 +319,106 @@ def evaluate_full(score_fn: Callable[[Tensor], Tensor], users: np.ndarray | Tens
     evaluated ids they line up with (for sparsity-group analysis). Per-user values do not depend on
     ``batch_size`` as long as ``score_fn``'s rows do not.
     """
+    def batch_hits(batch: Tensor, k: int) -> Tensor:
+        scores = score_fn(batch.to(device))
+        if tuple(scores.shape) != (batch.numel(), n_items):
+            raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected ({batch.numel()}, {n_items})")
+        return topk_hits(scores, k, exclude.rows(batch), test.rows(batch))
+
+    return _evaluate_batches(batch_hits, users, test, exclude, n_items, ks, batch_size, ndcg_ideal, per_user)
+
+
+def evaluate_ranks(score_pairs: Callable[[Tensor, Tensor], Tensor], users: np.ndarray | Tensor | Sequence[int],
+                   test: UserItems, exclude: UserItems, n_items: int, ks: Sequence[int] = (10,),
+                   batch_size: int = 1024, device: torch.device | str = "cpu", *,
+                   ndcg_ideal: NdcgIdeal = "standard", per_user: bool = False, cells: int = 8192,
+                   ) -> dict[str, float] | dict[str, Tensor]:
+    """``evaluate_full``'s metrics for a model whose every (user, item) score costs a network pass.
+
+    ``score_pairs(users, items)`` scores the (user, item) pairs of two broadcastable int64 id
+    tensors on ``device``: N pairs from two [N] tensors, the grid of [R, 1] and [1, C]. The
+    metrics need only each test item's rank among the user's non-excluded items, and only up to
+    max(ks): items are scanned in order of popularity (their count in ``exclude``), about ``cells``
+    pairs at a time, counting those that beat each test item, and a test item leaves the scan once
+    max(ks) items beat it. A user whose test item is a hit is scanned to the end; every other user
+    stops early (on Beibei, NMTR at HR@10 0.036 scored 4.0% of the cells; 8,192 cells per step ran
+    faster than 2,048 (Python overhead) or 32,768 (coarser stops)).
+
+    The order is total: a higher score first, equal scores toward the lower item id, a NaN score
+    before every number, and a NaN test score ranks last (a broken model never looks good).
+    ``evaluate_full`` leaves the order of tied scores to ``torch.topk``; without ties the two agree.
+    """
+    if cells < 1:
+        raise BadValue(f"cells must be >= 1, got {cells}")
+    device = torch.device(device)
+    order = torch.argsort(torch.bincount(exclude.indices.cpu(), minlength=n_items)[:n_items], descending=True,
+                          stable=True).to(device)
+
+    def batch_hits(batch: Tensor, k: int) -> Tensor:
+        return _rank_hits(score_pairs, batch.to(device), test.rows(batch), exclude.rows(batch), order, k, cells)
+
+    return _evaluate_batches(batch_hits, users, test, exclude, n_items, ks, batch_size, ndcg_ideal, per_user)
+
+
+def _beats(s: Tensor, item: Tensor, s_t: Tensor, t: Tensor) -> Tensor:
+    """Whether an item with score ``s`` ranks above test item ``t`` scoring ``s_t`` (broadcast)."""
+    return (s > s_t) | ((s == s_t) & (item < t)) | torch.isnan(s)
+
+
+def _rank_hits(score_pairs: Callable[[Tensor, Tensor], Tensor], users: Tensor, test: Pairs, exclude: Pairs,
+               order: Tensor, k: int, cells: int) -> Tensor:
+    """The hit list bool [B, k] of ``users`` from the ranks of their test items (``evaluate_ranks``)."""
+    dev, b, n = users.device, users.numel(), order.numel()
+    tr, tt = test[0].to(dev), test[1].to(dev)
+    er, ei = exclude[0].to(dev), exclude[1].to(dev)
+    keep = ~torch.isin(er * n + ei, tr * n + tt)  # an excluded test item stays in the ranking
+    er, ei = er[keep], ei[keep]
+    # Each row's test items side by side: [B, width] of scores and ids (id -1 pads).
+    per_row = torch.bincount(tr, minlength=b)
+    slot = torch.arange(tr.numel(), device=dev) - (torch.cumsum(per_row, 0) - per_row)[tr]
+    width = max(1, int(per_row.max())) if tr.numel() else 1
+    t_id = torch.full((b, width), -1, dtype=torch.int64, device=dev)
+    t_score = torch.full((b, width), math.nan, device=dev)
+    t_id[tr, slot] = tt
+    t_score[tr, slot] = score_pairs(users[tr], tt).to(t_score.dtype)
+    real = t_id >= 0
+    # Excluded items are scanned like the others; the ones that beat a test item are subtracted.
+    beaten_by_excluded = torch.zeros((b, width), dtype=torch.int64, device=dev)
+    if er.numel():
+        s_e = score_pairs(users[er], ei).to(t_score.dtype)
+        beaten_by_excluded.index_add_(0, er, _beats(s_e[:, None], ei[:, None], t_score[er], t_id[er]).long())
+    beaten = torch.zeros((b, width), dtype=torch.int64, device=dev)
+    done = ~real | torch.isnan(t_score)
+    pos = 0
+    while pos < n:
+        rows = torch.nonzero(~done.all(1)).squeeze(1)
+        if rows.numel() == 0:
+            break
+        items = order[pos:pos + max(1, cells // rows.numel())]
+        pos += items.numel()
+        s = score_pairs(users[rows][:, None], items[None, :]).to(t_score.dtype)[:, :, None]
+        ids, ts = t_id[rows][:, None, :], t_score[rows][:, None, :]
+        wins = _beats(s, items[None, :, None], ts, ids) & (items[None, :, None] != ids)
+        beaten[rows] += wins.sum(1)
+        done[rows] |= beaten[rows] - beaten_by_excluded[rows] >= k
+    rank = beaten - beaten_by_excluded  # items above the test item: its 0-based rank
+    hit = real & ~torch.isnan(t_score) & (rank < k)
+    hits = torch.zeros((b, k), dtype=torch.bool, device=dev)
+    r, c = torch.nonzero(hit, as_tuple=True)
+    hits[r, rank[r, c]] = True
+    return hits
+
+
+def _evaluate_batches(batch_hits: Callable[[Tensor, int], Tensor], users, test: UserItems, exclude: UserItems,
+                      n_items: int, ks: Sequence[int], batch_size: int, ndcg_ideal: NdcgIdeal,
+                      per_user: bool) -> dict[str, float] | dict[str, Tensor]:
+    """The batch loop and averages of both full-ranking evaluations; ``batch_hits(user_ids, k)``
+    gives a batch's hit list [B, k]."""
     ks = _check_ks(ks)
     if batch_size < 1:
         raise BadValue(f"batch_size must be >= 1, got {batch_size}")
     users = _eval_users(users, test, exclude, n_items)
     n_test = test.counts().cpu()
-    device = torch.device(device)
     parts: dict[str, list[Tensor]] = {
         key: [v] for key, v in metrics_from_hits(torch.zeros(0, ks[-1], dtype=torch.bool),
                                                  torch.zeros(0), ks, ndcg_ideal).items()}
@@ -299,11 +427,7 @@ def evaluate_full(score_fn: Callable[[Tensor], Tensor], users: np.ndarray | Tens
     with torch.no_grad():
         for start in range(0, users.numel(), batch_size):
             batch = users[start:start + batch_size]
-            scores = score_fn(batch.to(device))
-            if tuple(scores.shape) != (batch.numel(), n_items):
-                raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, "
-                                 f"expected ({batch.numel()}, {n_items})")
-            hits = topk_hits(scores, ks[-1], exclude.rows(batch), test.rows(batch))
+            hits = batch_hits(batch, ks[-1])
             # Metrics on CPU from the (exact) hit list: identical float64 values on every device.
             for key, v in metrics_from_hits(hits.cpu(), n_test[batch], ks, ndcg_ideal).items():
                 parts[key].append(v)
@@ -444,8 +568,9 @@ def evaluate_split(model: "Recommender", graphs, data: "TrainData", split: str, 
     "users" (the node ids they belong to)."""
     model.eval()
     with torch.no_grad():
-        score = model.scorer(graphs)
         test, exclude = data.eval_sets[split]
         users = torch.nonzero(test.counts() > 0).flatten()
-        return evaluate_full(score, users, test, exclude, data.meta.n_items, ks=tuple(ks), batch_size=batch_size,
-                             device=device, per_user=per_user)
+        pairs = model.pair_scorer(graphs)
+        run = evaluate_full if pairs is None else evaluate_ranks
+        return run(model.scorer(graphs) if pairs is None else pairs, users, test, exclude, data.meta.n_items,
+                   ks=tuple(ks), batch_size=batch_size, device=device, per_user=per_user)

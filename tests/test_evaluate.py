@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from graphrec.evaluate import (
     UserItems,
     evaluate_full,
+    evaluate_ranks,
     evaluate_sampled,
     masked_topk,
     metrics_from_hits,
+    row_topk,
     sample_negatives,
     topk_hits,
 )
@@ -181,6 +183,96 @@ def test_scores_are_not_modified_and_k_beyond_items_pads():
     assert hits.shape == (3, 8) and not hits[:, 6:].any()
     # u1: i3, i1, i4, i2, i0, then the excluded i5 fills the tail
     assert hits[1].tolist() == [True, False, False, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("n", [7977, 4096, 300])
+def test_row_topk_block_prefilter_equals_a_full_topk(n):
+    # Wide rows take the block-maximum path (n >= 4 * 32 * k); -inf, repeated values and a ragged
+    # tail must not change which values are selected, and without ties not which items.
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(64, n, generator=gen)
+    for k in (1, 10, 20):
+        assert torch.equal(row_topk(x, k), x.topk(k, dim=1).indices)
+    x[:8] = torch.randint(0, 5, (8, n), generator=gen).float()   # many ties at the top
+    x[8:16, : n - 3] = -math.inf                                    # only 3 finite items, in the tail
+    x[16, :] = -math.inf                                            # nothing finite at all
+    for k in (1, 10):
+        got = row_topk(x, k)
+        assert torch.equal(x.gather(1, got), x.topk(k, dim=1).values)
+        assert all(len(set(r)) == k for r in got.tolist())          # k distinct items per row
+    # A view into a wider buffer (how bilinear scorers return their aligned rows)
+    wide = torch.randn(32, n + 23, generator=gen)
+    assert torch.equal(row_topk(wide[:, :n], 10), wide[:, :n].topk(10, dim=1).indices)
+
+
+def test_masked_topk_restores_the_scores_it_masks_in_place():
+    scores = torch.randn(40, 5000, generator=torch.Generator().manual_seed(0))
+    before = scores.clone()
+    rng = np.random.default_rng(0)
+    train = UserItems.from_pairs(rng.integers(0, 40, 3000), rng.integers(0, 5000, 3000), 40)
+    test = UserItems.from_pairs(np.arange(40), rng.integers(0, 5000, 40), 40)
+    top = masked_topk(scores, 10, train.rows(torch.arange(40)), keep=test.rows(torch.arange(40)))
+    assert torch.equal(scores, before)
+    masked = before.clone()
+    masked[train.rows(torch.arange(40))] = -math.inf
+    r, i = test.rows(torch.arange(40))
+    masked[r, i] = before[r, i]
+    assert torch.equal(top, masked.topk(10, dim=1).indices)
+    # A tensor that needs its gradient is copied, never touched in place
+    g = before.clone().requires_grad_()
+    assert torch.equal(masked_topk(g, 10, train.rows(torch.arange(40)), keep=test.rows(torch.arange(40))), top)
+
+
+# -- rank counting (evaluate_ranks) ----------------------------------------------------------------
+
+def table_pairs(scores: torch.Tensor, counter: list | None = None):
+    """score_pairs over a fixed table; broadcast ids index it as a grid. ``counter`` adds up cells."""
+    def score(u, i):
+        out = scores.to(u.device)[u, i]
+        if counter is not None:
+            counter.append(out.numel())
+        return out
+    return score
+
+
+@pytest.mark.parametrize("ks", [(1, 5, 10), (3, 60)])   # 60 > 40 items: the hit list pads
+def test_evaluate_ranks_equals_evaluate_full(ks):
+    scores, train, test = random_split(50, 40, seed=4)   # a permutation: no ties
+    (tr, ti), (er, ei) = test.rows(torch.arange(50)), train.rows(torch.arange(50))
+    assert bool(torch.isin(tr * 40 + ti, er * 40 + ei).any())   # a test item is also excluded
+    full = evaluate_full(lookup(scores), np.arange(50), test, train, 40, ks=ks, per_user=True)
+    for cells, bs in ((1, 7), (5, 50), (10_000, 3)):
+        ranked = evaluate_ranks(table_pairs(scores), np.arange(50), test, train, 40, ks=ks, batch_size=bs,
+                                cells=cells, per_user=True)
+        assert set(ranked) == set(full)
+        for key in full:
+            assert torch.equal(ranked[key], full[key]), key
+
+
+def test_evaluate_ranks_orders_ties_by_item_id_and_nan_pessimistically():
+    # u0: items 0..4 score [1, 2, 2, 2, 0], test item 2: item 1 (lower id) ranks above it, item 3
+    # does not -> rank 2. u1: test item 0 scores NaN -> never a hit. u2: a NaN item ranks above
+    # test item 4 (score 9) -> rank 2.
+    nan = math.nan
+    scores = torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.0], [nan, 5.0, 4.0, 3.0, 2.0], [0.0, nan, 1.0, 2.0, 9.0]])
+    test = UserItems.from_pairs([0, 1, 2], [2, 0, 4], 3)
+    none = UserItems.from_pairs([], [], 3)
+    got = evaluate_ranks(table_pairs(scores), [0, 1, 2], test, none, 5, ks=(1, 2), per_user=True)
+    assert got["hr@1"].tolist() == [0.0, 0.0, 0.0]
+    assert got["hr@2"].tolist() == [1.0, 0.0, 1.0]
+    assert got["ndcg@2"][0] == pytest.approx(1 / L3)
+
+
+def test_evaluate_ranks_stops_scanning_a_user_once_k_items_beat_the_test_item():
+    n_users, n_items = 64, 500
+    scores = torch.arange(n_items, 0, -1, dtype=torch.float32).expand(n_users, -1).clone()
+    test = UserItems.from_pairs(np.arange(n_users), np.full(n_users, n_items - 1), n_users)  # last everywhere
+    train = UserItems.from_pairs(np.arange(n_users), np.zeros(n_users, dtype=np.int64), n_users)  # item 0 popular
+    cells: list[int] = []
+    got = evaluate_ranks(table_pairs(scores, cells), np.arange(n_users), test, train, n_items, ks=(10,), cells=64)
+    assert got["hr@10"] == 0.0
+    # Test and excluded pairs, then ~11 items per user (item 0 is excluded): far from 64 × 500.
+    assert sum(cells) <= 2 * n_users + 12 * n_users
 
 
 # -- batching --------------------------------------------------------------------------------------
@@ -371,3 +463,9 @@ def test_cuda_matches_cpu():
     cpu_pairs = evaluate_sampled(lookup_pairs(scores), np.arange(300), test, train, 200, n_negatives=50,
                                  ks=(10,), seed=3, device="cpu")
     assert cpu_pairs == gpu_pairs
+    wide = torch.randn(300, 5000, generator=torch.Generator().manual_seed(5))   # row_topk's block path
+    wide_train = UserItems.from_pairs(np.repeat(np.arange(300), 3), np.arange(900) % 5000, 300)
+    assert (evaluate_full(lookup(wide), np.arange(300), test, wide_train, 5000, device="cuda", **kw)
+            == evaluate_full(lookup(wide), np.arange(300), test, wide_train, 5000, device="cpu", **kw))
+    ranks = evaluate_ranks(table_pairs(scores), np.arange(300), test, train, 200, device="cuda", cells=500, **kw)
+    assert ranks == cpu

@@ -155,6 +155,43 @@ def test_nmtr_scorer_matches_pairwise_logits_in_small_chunks(unit, monkeypatch):
         assert m.units[0].out.in_features == 3 + 3  # [p ⊙ q ‖ last hidden]
 
 
+@pytest.mark.parametrize("unit", ["gmf", "mlp", "neumf"])
+def test_nmtr_pair_scorer_scores_a_pair_alone_as_inside_a_grid(unit):
+    # evaluate_ranks compares a test item's pair score with grid scores: they must be the same
+    # numbers, and equal (to rounding) to the full-row scorer.
+    m = _nmtr(unit, ("view", "cart", "buy"), n_users=37, n_items=301, dim=16)
+    with torch.no_grad():
+        m.user.normal_(), m.item.normal_(), m.item_bias.normal_()
+    m.eval()
+    with torch.no_grad():
+        pairs = m.pair_scorer({})
+        users, items = torch.arange(37), torch.arange(301)
+        grid = pairs(users[:, None], items[None, :])
+        uu, ii = torch.meshgrid(users, items, indexing="ij")
+        assert torch.equal(pairs(uu.reshape(-1), ii.reshape(-1)).view(37, 301), grid)
+        assert torch.equal(pairs(users[5:9, None], items[None, 100:140]), grid[5:9, 100:140])
+        torch.testing.assert_close(grid, m.scorer({})(users))
+
+
+def test_nmtr_full_evaluation_by_rank_counting_equals_scoring_every_cell(tmp_path):
+    from graphrec.evaluate import evaluate_full, evaluate_split
+
+    s = snap.read(snap.write(two_communities(), tmp_path / "snap"))
+    data = TrainData.from_snapshot(s, "paper", ("cart", "buy"))
+    m = build_model("nmtr", NMTRParams(dim=8, unit="neumf", mlp_layers=(8, 4)), data.meta)
+    with torch.no_grad():
+        m.user.normal_(), m.item.normal_(), m.item_bias.normal_()
+    assert m.pair_scorer({}) is not None
+    test, exclude = data.eval_sets["test"]
+    users = torch.nonzero(test.counts() > 0).flatten()
+    ranked = evaluate_split(m, {}, data, "test", (1, 3, 5), 4, "cpu", per_user=True)
+    with torch.no_grad():
+        full = evaluate_full(m.scorer({}), users, test, exclude, data.meta.n_items, ks=(1, 3, 5), batch_size=4,
+                             per_user=True)
+    for key in full:
+        assert torch.equal(ranked[key], full[key]), key
+
+
 def test_nmtr_loss_by_hand():
     m = _nmtr("neumf", coefficient=(0.25, 0.75), reg=0.01)
     pairs = {"cart": (T([0, 2]), T([1, 3]), T([[0, 2], [1, 0]])), "buy": (T([1]), T([2]), T([[0, 3]]))}
