@@ -88,7 +88,7 @@ def evaluate_lists(probs: np.ndarray, ls: ListSet, tasks: tuple[str, ...], weigh
 def fit_ranking(model_name: str, params: Any, rc: RankingConfig, recall_run: str | Path, run_dir: str | Path, *,
                 device: str = "auto", log: TextIO | None = STDERR, data: RankingData | None = None) -> dict:
     from graphrec.models import build_model
-    from graphrec.optimize import optimize_epoch
+    from graphrec.optimize import make_adam, optimize_epoch
     from graphrec.runs import pick_device
 
     dev = pick_device(device)
@@ -105,7 +105,7 @@ def fit_ranking(model_name: str, params: Any, rc: RankingConfig, recall_run: str
               f"{data.info['sequence_order']}")
     weights = score_weights(rc, len(data.meta.tasks))
     model = build_model(model_name, params, data.meta).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=rc.lr)
+    opt = make_adam(model.parameters(), rc.lr)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"stage": "ranking", "model": model_name, "params": dataclasses.asdict(params),
             "ranking": dataclasses.asdict(rc), "recall_run": str(Path(recall_run).resolve()), "data": data.info,
