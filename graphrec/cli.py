@@ -291,6 +291,36 @@ def _export_if_missing(args: argparse.Namespace, dataset: str, path: Path, why: 
         driver.close()
 
 
+def _count(text: str) -> int:
+    from graphrec.synth import parse_count
+
+    try:
+        return parse_count(text)
+    except BadValue as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from graphrec.config import load_config
+    from graphrec.progress import format_table
+    from graphrec.synth import synthesize
+
+    cfg = load_config(args.config, []).ingest if args.config else None
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        _log(f"  {done:,} / {total:,} rows ({done / max(seconds, 1e-9):,.0f} rows/s)")
+
+    p, r = synthesize(args.like, args.events, args.out, cfg=cfg, seed=args.seed, users=args.users, items=args.items,
+                      progress=progress)
+    if args.profile_out:
+        Path(args.profile_out).write_text(p.to_json() + "\n")
+    print(f"wrote {r.path}: {r.rows:,} rows, {r.users:,} users, {r.items:,} items in {r.seconds:.1f} s "
+          f"({r.rows / max(r.seconds, 1e-9):,.0f} rows/s), shaped like {p.source}")
+    print(format_table(["pattern of a (user, item) pair", f"share in {p.source}"],
+                       [[k, f"{v:.4f}"] for k, v in sorted(p.patterns.items(), key=lambda kv: -kv[1])]))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from graphrec.config import load_config, model_params, train_config
     from graphrec.models import get_model
@@ -449,6 +479,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--rejects", help="where --skip-bad-rows writes rejected rows (default HOME/rejected/DATASET.tsv)")
     _connection_args(i)
     i.set_defaults(func=cmd_ingest)
+
+    sy = sub.add_parser("synth", help="write a seeded synthetic event log of any size, shaped like a real one",
+                        description="Measure a real log (activity, popularity, the cascade's behavior patterns, "
+                        "repeats, time gaps) and write a long-format log (user, item, behavior, timestamp) of "
+                        "exactly --events rows with the same shape, chunk by chunk (bounded memory).")
+    sy.add_argument("--events", required=True, type=_count, help="rows to write, e.g. 1M, 10M, 100M")
+    sy.add_argument("--like", required=True, help="a registered data set (e.g. retailrocket, taobao_mbcgcn) or a log "
+                    "graphrec reads (with --config for its column names and behavior codes)")
+    sy.add_argument("--out", required=True, help="output file: .parquet (row group per 20,000 users) or .csv")
+    sy.add_argument("--config", help="YAML whose ingest: section says how to read --like (columns, behaviors, codes)")
+    sy.add_argument("--seed", type=int, default=0, help="seed (default 0): same seed and sizes, same file")
+    sy.add_argument("--users", type=_count, help="at most this many users (default: as many as the rows need)")
+    sy.add_argument("--items", type=_count, help="catalogue size (default: the real log's items per user)")
+    sy.add_argument("--profile-out", help="also write the measured profile as JSON")
+    sy.set_defaults(func=cmd_synth)
 
     ds = sub.add_parser("datasets", help="the public data sets graphrec knows: list, info, fetch (verified), path",
                         description="A registry of public multi-behavior data sets: each file's upstream repository "

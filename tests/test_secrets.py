@@ -61,6 +61,7 @@ def _cases(tmp: Path) -> dict[tuple[str, ...], list[str]]:
         ("evaluate",): ["evaluate", "--run", run],
         ("recommend",): ["recommend", "--run", run, "--user", "0"],
         ("inspect",): ["inspect", "--dataset", "shop"],
+        ("synth",): ["synth", "--events", "20", "--like", str(csv), "--out", str(tmp / "synth.csv")],
     }
 
 
