@@ -57,7 +57,8 @@ def export_dataset(driver: neo4j.Driver, dataset: str, out: str | Path, *, datab
     """Read ``dataset`` from Neo4j, validate it, and write it as a snapshot directory ``out``."""
     progress = progress or Progress(stream=None)
     t0 = time.perf_counter()
-    with driver.session(database=database) as s:
+    # A read session: on a cluster (neo4j:// URI) the driver routes it to a reader.
+    with driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as s:
         state = s.run("MATCH (d:Dataset {name: $name}) RETURN properties(d) AS p", name=dataset).single()
         if state is None:
             names = [r["n"] for r in s.run("MATCH (d:Dataset) RETURN d.name AS n ORDER BY n")]

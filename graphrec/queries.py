@@ -134,7 +134,8 @@ def get_query(name: str, directory: Path | None = None) -> Query:
 
 def run_query(driver: neo4j.Driver, query: Query, params: dict[str, Any],
               database: str | None = None) -> tuple[list[str], list[list[Any]]]:
-    with driver.session(database=database) as s:
+    # The named queries inspect a dataset: a read session, routed to a reader on a cluster.
+    with driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as s:
         result = s.run(query.text, **params)
         rows = [list(r.values()) for r in result]
         return list(result.keys()), rows

@@ -187,3 +187,30 @@ def test_two_stage_recommend_write_back(neo4j_db, dataset_name, tmp_path, capsys
             == [("ranking", "mlp_single", 1), ("ranking", "mlp_single", 2)])
     bought = {str(i) for i in t.item[t.user == 5]}
     assert not {r["item"] for r in got} & bought
+
+
+def test_every_neo4j_command_works_through_a_routing_uri(neo4j_db, tiny_csv, dataset_name, tmp_path, capsys):
+    # neo4j:// asks the server for a routing table (a cluster or Aura answers with its members; a
+    # single server with itself): ingest, export, cypher, inspect and drop all run through it, and
+    # the export equals the one over bolt:// byte for byte.
+    from graphrec.neo4j import server
+
+    bolt = neo4j_db.uri or server.start(neo4j_db.home, log=lambda s: None).uri
+    routing = ["--uri", "neo4j://" + bolt.split("://", 1)[1]]
+    assert cli.main([*neo4j_db.cli_args(), "ingest", "--dataset", dataset_name, "--source", str(tiny_csv),
+                     *routing]) == 0
+    outs = {}
+    for name, conn in (("routed", routing), ("direct", ["--uri", bolt])):
+        outs[name] = tmp_path / name
+        assert cli.main([*neo4j_db.cli_args(), "export", "--dataset", dataset_name, "--out", str(outs[name]),
+                         *conn]) == 0
+    files = sorted(p.name for p in outs["routed"].iterdir())
+    assert files and all((outs["routed"] / f).read_bytes() == (outs["direct"] / f).read_bytes() for f in files)
+    capsys.readouterr()
+    assert cli.main([*neo4j_db.cli_args(), "cypher", "run", "rel-counts", "--param", f"dataset={dataset_name}",
+                     *routing]) == 0
+    assert "VIEW" in capsys.readouterr().out
+    assert cli.main([*neo4j_db.cli_args(), "inspect", "--dataset", dataset_name, *routing]) == 0
+    assert cli.main([*neo4j_db.cli_args(), "drop", "--dataset", dataset_name, *routing]) == 0
+    assert cli.main([*neo4j_db.cli_args(), "export", "--dataset", dataset_name, "--out", str(tmp_path / "gone"),
+                     *routing]) == cli.EXIT_FAILURE
