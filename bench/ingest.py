@@ -1,6 +1,10 @@
-"""Ingest benchmark: full Beibei (bundled) and a synthetic log of Beibei's published size.
+"""Ingest benchmark: full Beibei (bundled) and a synthetic log (``graphrec synth``) of any size.
 
-    python bench/ingest.py [--only beibei|synthetic] [--home DIR] [--out bench/out/ingest.md]
+    python bench/ingest.py [--only beibei|synthetic] [--events 3.36M] [--like taobao_mbcgcn]
+                           [--home DIR] [--out bench/out/ingest.md]
+
+The synthetic log defaults to Beibei's published size (2.41M views + 642,622 carts + 304,576 buys,
+HPMR / GHCF Table 1) shaped like taobao_mbcgcn, the real view → cart → buy log of the same shop.
 
 Runs the real CLI path (read → validate → split → Neo4j, derived relations included) against the
 managed server, from a fresh data directory, and prints per-phase rows/s, wall time and store size.
@@ -22,8 +26,10 @@ from graphrec.ingest import load
 from graphrec.ingest.readers import read_source
 from graphrec.neo4j import connection, server
 from graphrec.progress import Progress, format_table
+from graphrec.synth import parse_count, synthesize
 
-from synthetic import BEIBEI_SIZE, cascade_log
+#: Beibei's published interactions (HPMR / GHCF Table 1: views, carts, buys).
+BEIBEI_EVENTS = 2_412_586 + 642_622 + 304_576
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +62,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["beibei", "synthetic"])
     ap.add_argument("--data", help="Beibei's folder (default: the registered data set, found or fetched)")
+    ap.add_argument("--events", default=str(BEIBEI_EVENTS), help="rows of the synthetic log (e.g. 1M, 10M)")
+    ap.add_argument("--like", default="taobao_mbcgcn", help="the real log the synthetic one is shaped like")
     ap.add_argument("--home", help="graphrec home for the managed server (default: a fresh temp dir)")
     ap.add_argument("--out", default=str(ROOT / "bench/out/ingest.md"))
     args = ap.parse_args()
@@ -70,12 +78,11 @@ def main() -> None:
                             None, home)
         if args.only in (None, "synthetic"):
             tmp = Path(tempfile.mkdtemp(prefix="graphrec-synth-"))
-            csv = tmp / "beibei_size.csv"
-            t = time.perf_counter()
-            cascade_log(**BEIBEI_SIZE, seed=0).to_csv(csv, index=False)
-            print(f"synthetic log written in {time.perf_counter() - t:.1f} s ({csv.stat().st_size / 2**20:.0f} MiB)",
-                  file=sys.stderr)
-            rows += run_one("synthetic-beibei-size", csv, ["view", "cart", "buy"], home)
+            events = parse_count(args.events)
+            _, r = synthesize(args.like, events, tmp / "log.parquet", seed=0)
+            print(f"synthetic log of {r.rows:,} rows shaped like {args.like} written in {r.seconds:.1f} s "
+                  f"({r.path.stat().st_size / 2**20:.0f} MiB)", file=sys.stderr)
+            rows += run_one(f"synthetic-{args.events}-like-{args.like}", r.path, None, home)
             shutil.rmtree(tmp)
     finally:
         server.stop(home)
