@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 from graphrec.errors import BadValue
+from graphrec.paths import state_home
 
 EXIT_INPUT = 2  # bad input or usage
 EXIT_FAILURE = 1  # the work itself failed (server, integrity)
@@ -225,7 +225,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def default_snapshot_dir(home: str | None, dataset: str) -> Path:
-    return Path(home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "snapshots" / dataset
+    return state_home(home) / "snapshots" / dataset
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -337,7 +337,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.recall_run:
         raise BadValue(f"--recall-run is for ranking models; {args.model!r} is a recall model")
     snapshot_path = _snapshot_for(args)
-    run = Path(args.run) if args.run else (Path(args.home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "runs"
+    run = Path(args.run) if args.run else (state_home(args.home) / "runs"
                                            / f"{snapshot_path.name}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = fit(args.model, params, train_config(cfg, args.model), snapshot_path, run, device=args.device,
                  resume=args.resume)
@@ -353,7 +353,7 @@ def _train_ranking(args: argparse.Namespace, cfg, params) -> int:
                          "honest protocol (e.g. graphrec train --model hpmr --dataset beibei)")
     if args.resume:
         raise BadValue("--resume is for recall runs; a ranking run is short, start it again in a new --run")
-    run = Path(args.run) if args.run else (Path(args.home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "runs"
+    run = Path(args.run) if args.run else (state_home(args.home) / "runs"
                                            / f"{Path(args.recall_run).name}-{args.model}-"
                                              f"{time.strftime('%Y%m%d-%H%M%S')}")
     _recall_snapshot_from_neo4j(args)

@@ -14,6 +14,7 @@ from graphrec.config import IngestConfig
 from graphrec.errors import BadValue
 from graphrec.ingest import load
 from graphrec.ingest.readers import read_source
+from graphrec.paths import state_home
 from graphrec.progress import Progress
 from graphrec.schema import rel_type
 
@@ -62,7 +63,7 @@ def ingest_dataset(dataset: str, cfg: IngestConfig, connect: Callable[[], tuple[
     rejects_path = None
     if len(data.rejected):
         rejects_path = (Path(rejects) if rejects else
-                        Path(home or os.environ.get("GRAPHREC_HOME") or ".graphrec") / "rejected" / f"{dataset}.tsv")
+                        state_home(home) / "rejected" / f"{dataset}.tsv")
         _write_rejects(data.rejected, rejects_path)
         log(f"set aside {len(data.rejected):,} bad rows → {rejects_path}")
     prepared = load.prepare(data, dataset, cfg.split)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from graphrec.errors import WorkFailed
+from graphrec.paths import state_home
 
 LAUNCHER_CLASS = "graphrec.Launcher"
 # From Neo4j 5.26's default neo4j.conf (server.jvm.additional): the page cache and Netty need these.
@@ -68,8 +69,8 @@ def runtime_dir() -> Path:
 
 
 def default_home() -> Path:
-    """Where graphrec keeps local state: $GRAPHREC_HOME, else ./.graphrec."""
-    return Path(os.environ.get("GRAPHREC_HOME", ".graphrec")).resolve()
+    """Where graphrec keeps local state (``graphrec.paths.state_home``), as an absolute path."""
+    return state_home().resolve()
 
 
 def _server_dir(home: Path) -> Path:
