@@ -107,13 +107,43 @@ def _has_property(session: neo4j.Session, dataset: str, rtype: str, prop: str) -
     return bool(session.run(cypher(HAS_PROPERTY, REL=rtype), dataset=dataset, property=prop).single()["present"])
 
 
+#: Items per conversion of streamed records into index arrays: Python objects for at most this
+#: many edges are alive at once, the rest is int32/int64 arrays.
+STREAM_CHUNK = 1 << 20
+
+
 def _read_relation(session: neo4j.Session, dataset: str, rtype: str, props: list[str], user_index: pd.Index,
                    item_index: pd.Index, expected: int | None, progress: Progress) -> dict[str, np.ndarray]:
     # property names come from the fixed tuple above, never from input
     prop_sql = "".join(PROP_LIST % (p, p) for p in props)
     q = cypher(EDGES.replace("${PROPS}", prop_sql), REL=rtype)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("user", "item", *props)}
     users, lengths, items = [], [], []
     values: dict[str, list] = {p: [] for p in props}
+
+    def flush() -> None:
+        user = np.repeat(user_index.get_indexer(users), lengths)
+        item = item_index.get_indexer(items)
+        if (item < 0).any() or (user < 0).any():
+            raise ExportError(f"{rtype}: an edge points to a node that is not in the id map; was the dataset "
+                              "modified during the export? Export again")
+        parts["user"].append(user)
+        parts["item"].append(item)
+        if "split" in props:
+            codes = pd.Series(values["split"], dtype=object).map(snap.SPLIT_CODES)
+            if codes.isna().any():
+                bad = values["split"][int(np.flatnonzero(codes.isna().to_numpy())[0])]
+                raise ExportError(f"{rtype}: split value {bad!r} is not one of {', '.join(SPLITS)}; "
+                                  "re-ingest the dataset")
+            parts["split"].append(codes.to_numpy(np.int8))
+        if "ts" in props:
+            parts["ts"].append(np.array([snap.NO_TS if v is None else v for v in values["ts"]], dtype=np.int64))
+        if "count" in props:
+            parts["count"].append(np.array([1 if v is None else v for v in values["count"]], dtype=np.int32))
+        users.clear(), lengths.clear(), items.clear()
+        for v in values.values():
+            v.clear()
+
     with progress.phase(f"rels :{rtype}", total=expected) as ph:
         for rec in session.run(q, dataset=dataset):
             its = rec["items"]
@@ -125,23 +155,10 @@ def _read_relation(session: neo4j.Session, dataset: str, rtype: str, props: list
             for p in props:
                 values[p].extend(rec[p])
             ph.advance(len(its))
-    user = np.repeat(user_index.get_indexer(users), lengths)
-    item = item_index.get_indexer(items)
-    if (item < 0).any() or (user < 0).any():
-        raise ExportError(f"{rtype}: an edge points to a node that is not in the id map; was the dataset modified "
-                          "during the export? Export again")
-    cols = {"user": user, "item": item}
-    if "split" in props:
-        codes = pd.Series(values["split"], dtype=object).map(snap.SPLIT_CODES)
-        if codes.isna().any():
-            bad = values["split"][int(np.flatnonzero(codes.isna().to_numpy())[0])]
-            raise ExportError(f"{rtype}: split value {bad!r} is not one of {', '.join(SPLITS)}; re-ingest the dataset")
-        cols["split"] = codes.to_numpy(np.int8)
-    if "ts" in props:
-        cols["ts"] = np.array([snap.NO_TS if v is None else v for v in values["ts"]], dtype=np.int64)
-    if "count" in props:
-        cols["count"] = np.array([1 if v is None else v for v in values["count"]], dtype=np.int32)
-    return cols
+            if len(items) >= STREAM_CHUNK:
+                flush()
+        flush()
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def _read_holdout(session: neo4j.Session, dataset: str, rtype: str, cols: dict[str, np.ndarray],

@@ -64,6 +64,19 @@ def test_snapshot_round_trip_equals_neo4j(neo4j_db, tiny_csv, dataset_name, tmp_
         assert getattr(snap_report, field) == getattr(db_report, field), field
 
 
+def test_export_streamed_in_small_chunks_is_the_same_snapshot(neo4j_db, tiny_csv, dataset_name, tmp_path,
+                                                              monkeypatch):
+    from graphrec import export
+
+    _ingest(neo4j_db.driver, tiny_csv, dataset_name)
+    whole = export_dataset(neo4j_db.driver, dataset_name, tmp_path / "whole")
+    monkeypatch.setattr(export, "STREAM_CHUNK", 1)   # a flush after every user's records
+    chunked = export_dataset(neo4j_db.driver, dataset_name, tmp_path / "chunked")
+    files = sorted(p.name for p in whole.path.iterdir())
+    assert files == sorted(p.name for p in chunked.path.iterdir())
+    assert all((whole.path / f).read_bytes() == (chunked.path / f).read_bytes() for f in files)
+
+
 def test_heterograph_from_export_holds_train_edges_only(neo4j_db, tiny_csv, dataset_name, tmp_path):
     _ingest(neo4j_db.driver, tiny_csv, dataset_name)
     data = graph.load(export_dataset(neo4j_db.driver, dataset_name, tmp_path / "snap").path)
