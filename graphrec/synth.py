@@ -67,10 +67,6 @@ class Profile:
     time_range: tuple[int, int]
     has_timestamps: bool
 
-    @property
-    def events_per_user(self) -> float:
-        return self.events / max(1, self.users)
-
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
@@ -158,7 +154,7 @@ def generate(p: Profile, events: int, out: str | Path, *, seed: int = 0, users: 
     if events < 1:
         raise BadValue(f"events must be >= 1, got {events}")
     out = Path(out)
-    n_users, n_items = sizes_for(p, events, users, items)
+    _, n_items = sizes_for(p, events, users, items)
     pop = 1.0 / np.arange(1, n_items + 1, dtype=np.float64) ** p.zipf_exponent
     np.random.default_rng([seed, 1 << 30]).shuffle(pop)
     cdf = np.cumsum(pop)
@@ -169,7 +165,7 @@ def generate(p: Profile, events: int, out: str | Path, *, seed: int = 0, users: 
     tmp = out.with_name(f".{out.name}.partial")
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = _Writer(tmp, csv=out.suffix.lower() == ".csv")
-    written, t0 = 0, time.perf_counter()
+    written, n_users, t0 = 0, 0, time.perf_counter()
     try:
         for chunk in itertools.count():
             first = chunk * CHUNK_USERS
@@ -181,7 +177,7 @@ def generate(p: Profile, events: int, out: str | Path, *, seed: int = 0, users: 
             part = part.iloc[:events - written]
             writer.write(part)
             written += len(part)
-            writer.users = int(part["user"].iloc[-1]) + 1 if len(part) else writer.users
+            n_users = int(part["user"].iloc[-1]) + 1 if len(part) else n_users
             if progress:
                 progress(written, events, time.perf_counter() - t0)
         if written < events:
@@ -193,7 +189,7 @@ def generate(p: Profile, events: int, out: str | Path, *, seed: int = 0, users: 
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    return SynthResult(out, written, writer.users, n_items, time.perf_counter() - t0)
+    return SynthResult(out, written, n_users, n_items, time.perf_counter() - t0)
 
 
 def _chunk(p: Profile, rng: np.random.Generator, u0: int, u1: int, n_items: int, cdf: np.ndarray,
@@ -261,7 +257,6 @@ def _chunk(p: Profile, rng: np.random.Generator, u0: int, u1: int, n_items: int,
 class _Writer:
     def __init__(self, path: Path, csv: bool):
         self.path, self.csv, self._pq, self._header = path, csv, None, True
-        self.users = 0
 
     def write(self, part: pd.DataFrame) -> None:
         part = part.assign(behavior=part["behavior"].astype(str))
