@@ -121,7 +121,8 @@ class InteractionUnit(nn.Module):
     def cells(self, a: Tensor, c: Tensor) -> Tensor:
         """The tower's scores from first-layer halves (``halves``) gathered per pair: ``a`` and
         ``c`` broadcast against each other over their leading dimensions ([N, h] and [N, h] give
-        N scores, [R, 1, h] and [1, C, h] an R×C grid)."""
+        N scores, [R, 1, h] and [1, C, h] an R×C grid). Test time only: the activations are
+        rectified in place (an evaluation of NMTR ran 2.0 s so, 2.6-7 s through ``_tower_rest``)."""
         x = (a + c).relu_()
         shape = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
@@ -145,7 +146,7 @@ class InteractionUnit(nn.Module):
         if wm is None:
             return gmf
         a, c = self.halves(p, q)                             # B×h1, C×h1
-        mlp = self._tower_rest(a[:, None, :] + c[None, :, :]) @ wm
+        mlp = self.cells(a[:, None, :], c[None, :, :])
         return mlp if gmf is None else gmf + mlp
 
 
