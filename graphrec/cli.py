@@ -321,6 +321,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dir(args: argparse.Namespace, stem: str) -> Path:
+    """--run, else HOME/runs/STEM-TIME (a new training run's directory)."""
+    return Path(args.run) if args.run else state_home(args.home) / "runs" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from graphrec.config import load_config, model_params, train_config
     from graphrec.models import get_model
@@ -337,8 +342,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.recall_run:
         raise BadValue(f"--recall-run is for ranking models; {args.model!r} is a recall model")
     snapshot_path = _snapshot_for(args)
-    run = Path(args.run) if args.run else (state_home(args.home) / "runs"
-                                           / f"{snapshot_path.name}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = _run_dir(args, f"{snapshot_path.name}-{args.model}")
     result = fit(args.model, params, train_config(cfg, args.model), snapshot_path, run, device=args.device,
                  resume=args.resume)
     print(f"run directory: {result.run_dir}")
@@ -353,9 +357,7 @@ def _train_ranking(args: argparse.Namespace, cfg, params) -> int:
                          "honest protocol (e.g. graphrec train --model hpmr --dataset beibei)")
     if args.resume:
         raise BadValue("--resume is for recall runs; a ranking run is short, start it again in a new --run")
-    run = Path(args.run) if args.run else (state_home(args.home) / "runs"
-                                           / f"{Path(args.recall_run).name}-{args.model}-"
-                                             f"{time.strftime('%Y%m%d-%H%M%S')}")
+    run = _run_dir(args, f"{Path(args.recall_run).name}-{args.model}")
     _recall_snapshot_from_neo4j(args)
     fit_ranking(args.model, params, cfg.ranking, args.recall_run, run, device=args.device)
     print(f"run directory: {run}")
