@@ -63,6 +63,16 @@ def _driver(args: argparse.Namespace):
     return connection.connect(target, log=_log), target.database
 
 
+def _bulk_home(args: argparse.Namespace) -> Path:
+    from graphrec.neo4j import connection
+
+    target = connection.resolve(args.uri, args.username, args.password, args.database, args.home)
+    if not target.managed:
+        raise BadValue(f"--bulk loads the managed server's store with Neo4j's offline importer; a server given by "
+                       f"URI ({connection.describe(target)}) is loaded through Cypher: drop --bulk (or unset NEO4J_URI)")
+    return target.home
+
+
 # --------------------------------------------------------------------------------------------- neo4j
 
 
@@ -123,7 +133,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = load_config(_config_path(args), overrides).ingest
     run = ingest_dataset(args.dataset, cfg, lambda: _driver(args), source=args.source, mirror=args.mirror,
                          skip_bad_rows=args.skip_bad_rows, rejects=args.rejects, home=args.home,
-                         replace=args.replace, log=_log)
+                         replace=args.replace, bulk_home=_bulk_home(args) if args.bulk else None, log=_log)
     report = run.report
     print(f"dataset {report.dataset}: {report.outcome} in {run.seconds:.1f} s (rejected rows: {run.rejected:,})")
     if report.phases:
@@ -476,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--test", metavar="FILE", help="a long-format log's held-out purchases (user,item[,timestamp]; "
                    "the log's column names): they become the test split (config: ingest.test_file)")
     i.add_argument("--replace", action="store_true", help="delete this dataset first and rebuild it")
+    i.add_argument("--bulk", action="store_true",
+                   help="load with Neo4j's offline importer (managed server only; its database must hold no other "
+                        "dataset: the store is rebuilt whole, the server restarted)")
     i.add_argument("--skip-bad-rows", action="store_true",
                    help="set bad rows aside in a file (see --rejects) instead of stopping at the first")
     i.add_argument("--rejects", help="where --skip-bad-rows writes rejected rows (default HOME/rejected/DATASET.tsv)")

@@ -44,10 +44,11 @@ class IngestRun:
 def ingest_dataset(dataset: str, cfg: IngestConfig, connect: Callable[[], tuple[neo4j.Driver, str | None]], *,
                    source: str | Path | None = None, mirror: str | None = None, skip_bad_rows: bool = False,
                    rejects: str | Path | None = None, home: str | Path | None = None, replace: bool = False,
-                   log: Callable[[str], None] = lambda s: None) -> IngestRun:
+                   bulk_home: Path | None = None, log: Callable[[str], None] = lambda s: None) -> IngestRun:
     """Ingest ``source`` (or the registered data set ``dataset``, found or fetched) as ``dataset``.
     ``connect`` opens the database only once the input has been read and validated, so bad input is
-    reported without starting a server."""
+    reported without starting a server. With ``bulk_home`` the managed server of that home is
+    loaded by Neo4j's offline importer (:mod:`graphrec.ingest.bulk`) instead of through Cypher."""
     load.validate_dataset_name(dataset)
     test_file = cfg.test_file
     if source is None:
@@ -70,6 +71,12 @@ def ingest_dataset(dataset: str, cfg: IngestConfig, connect: Callable[[], tuple[
     read_s = time.perf_counter() - t0
     log(f"read {data.raw_rows:,} interactions in {read_s:.1f} s ({data.raw_rows / max(read_s, 1e-9):,.0f} rows/s); "
         f"behaviors {data.behaviors}; test split: {prepared.split_method}")
+    if bulk_home is not None:
+        from graphrec.ingest.bulk import bulk_ingest
+
+        report = bulk_ingest(prepared, bulk_home, replace=replace, progress=Progress(), log=log)
+        return IngestRun(report, tuple(prepared.behaviors.order), len(data.rejected), rejects_path,
+                         time.perf_counter() - t0)
     driver, database = connect()
     try:
         report = load.ingest(driver, prepared, replace=replace, batch_rows=cfg.batch_rows, progress=Progress(),

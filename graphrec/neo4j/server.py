@@ -73,7 +73,7 @@ def default_home() -> Path:
     return state_home().resolve()
 
 
-def _server_dir(home: Path) -> Path:
+def server_dir(home: Path) -> Path:
     return Path(home) / "neo4j"
 
 
@@ -114,7 +114,7 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def _state_file(home: Path) -> Path:
-    return _server_dir(home) / "server.json"
+    return server_dir(home) / "server.json"
 
 
 def _is_our_launcher(pid: int, home: Path) -> bool:
@@ -123,7 +123,7 @@ def _is_our_launcher(pid: int, home: Path) -> bool:
     except OSError:
         return False
     args = [a.decode(errors="replace") for a in cmdline]
-    return LAUNCHER_CLASS in args and str(_server_dir(home) / "data") in args
+    return LAUNCHER_CLASS in args and str(server_dir(home) / "data") in args
 
 
 def status(home: Path | None = None) -> ServerInfo | None:
@@ -148,7 +148,7 @@ def make_private(home: Path) -> None:
     has no authentication, so its files must not be writable by other local users."""
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
-    d = _server_dir(home)
+    d = server_dir(home)
     d.mkdir(mode=0o700, exist_ok=True)
     for root, dirs, files in os.walk(d):  # a server directory made by an older graphrec
         for name in dirs:
@@ -160,10 +160,10 @@ def make_private(home: Path) -> None:
 
 
 @contextmanager
-def _lock(home: Path) -> Iterator[None]:
+def _lock(home: Path, name: str = ".lock") -> Iterator[None]:
     make_private(home)
-    d = _server_dir(home)
-    with open(d / ".lock", "w") as fh:
+    d = server_dir(home)
+    with open(d / name, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -191,12 +191,13 @@ def start(
         running = status(home)
         if running is not None:
             return running
+        recover_store_swap(home)
         rt = runtime_dir()
         if not is_installed(rt):
             raise Neo4jRuntimeError(
                 f"the Neo4j runtime is not built in {rt}; run `graphrec neo4j install` (or `make setup`) first"
             )
-        sdir = _server_dir(home)
+        sdir = server_dir(home)
         (sdir / "logs").mkdir(parents=True, exist_ok=True)
         conf = sdir / "neo4j.conf"
         if not conf.exists():
@@ -316,3 +317,80 @@ def _decode_addr(h: str, v6: bool) -> str:
     # /proc stores IPv6 as four little-endian 32-bit words
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
     return socket.inet_ntop(socket.AF_INET6, words)
+
+
+# --------------------------------------------------------------------------- the store, swapped whole
+
+#: The parts of a database's store (under the DBMS data folder) that a bulk import replaces.
+STORE_PARTS = ("databases", "transactions")
+DATABASE = "neo4j"
+
+
+def _store_root(home: Path) -> Path:
+    return server_dir(home) / "data" / "data"
+
+
+def _swap_dir(home: Path) -> Path:
+    return server_dir(home) / "store-swap"
+
+
+def bulk_stage(home: Path) -> Path:
+    """Where a bulk ingest writes its files and its imported store (same filesystem as the store)."""
+    return server_dir(home) / "bulk-stage"
+
+
+@contextmanager
+def store_lock(home: Path) -> Iterator[None]:
+    """One bulk ingest at a time per HOME (a lock of its own: it stops and starts the server inside)."""
+    with _lock(Path(home), ".bulk.lock"):
+        yield
+
+
+def swap_in_store(home: Path, staged_data: Path) -> None:
+    """Replace the ``neo4j`` database's store with the one imported into ``staged_data`` (the server
+    stopped). A manifest says which parts existed; the old parts move aside, the new ones in, then a
+    ``done`` mark; :func:`recover_store_swap` undoes a swap killed before the mark and finishes one
+    killed after it, so the store is always either wholly old or wholly new."""
+    home = Path(home)
+    with _lock(home):
+        if status(home) is not None:
+            raise Neo4jRuntimeError(f"the managed Neo4j of {home} is running; its store cannot be replaced")
+        recover_store_swap(home)
+        root, swap = _store_root(home), _swap_dir(home)
+        swap.mkdir(parents=True)
+        had = {part: (root / part / DATABASE).exists() for part in STORE_PARTS}
+        manifest = swap / "manifest.json"
+        manifest.with_suffix(".tmp").write_text(json.dumps(had))
+        os.replace(manifest.with_suffix(".tmp"), manifest)
+        (swap / "old").mkdir()
+        for part in STORE_PARTS:
+            if had[part]:
+                os.rename(root / part / DATABASE, swap / "old" / part)
+        for part in STORE_PARTS:
+            (root / part).mkdir(parents=True, exist_ok=True)
+            os.rename(staged_data / part / DATABASE, root / part / DATABASE)
+        (swap / "done").touch()
+        shutil.rmtree(swap)
+
+
+def recover_store_swap(home: Path) -> str | None:
+    """Finish or undo a store swap that was killed (see :func:`swap_in_store`); what it did, or None."""
+    root, swap = _store_root(Path(home)), _swap_dir(Path(home))
+    if not swap.exists():
+        return None
+    if (swap / "done").exists():
+        shutil.rmtree(swap)
+        return "finished"
+    manifest = swap / "manifest.json"
+    had = json.loads(manifest.read_text()) if manifest.exists() else None
+    if had is not None:
+        for part in STORE_PARTS:
+            live, old = root / part / DATABASE, swap / "old" / part
+            if had[part] and not old.exists():
+                continue  # never moved aside: the live part is the old one
+            if live.exists():
+                shutil.rmtree(live)  # a part of the new store, moved in before the kill
+            if had[part]:
+                os.rename(old, live)
+    shutil.rmtree(swap)
+    return "undone"

@@ -1,0 +1,199 @@
+"""Bulk ingest (Neo4j's offline importer into the managed server): the same graph as the Cypher
+path, resumable after a kill at every step, and a store swap that a crash cannot leave half done."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from graphrec.config import SplitConfig
+from graphrec.ingest import bulk, load
+from graphrec.ingest.readers import read_source
+from graphrec.neo4j import connection, server
+
+NEEDS_MANAGED = pytest.mark.skipif(os.environ.get("NEO4J_URI") is not None,
+                                   reason="bulk ingest writes the managed server's store; NEO4J_URI points elsewhere")
+
+
+def _log(path, n_events=6000, seed=3):
+    """A seeded 3-behavior log with timestamps, repeats, a cascade, and ids that need CSV quoting."""
+    rng = np.random.default_rng(seed)
+    users = np.array([f"u{k}" for k in range(300)] + ['u,"q"', "u x", "ü"], dtype=object)
+    items = np.array([f"i{k}" for k in range(250)] + ['i"1', "i,2"], dtype=object)
+    u = users[rng.integers(0, len(users), n_events)]
+    i = items[np.minimum(rng.zipf(1.3, n_events) - 1, len(items) - 1)]
+    stage = rng.choice(3, n_events, p=[0.7, 0.2, 0.1])
+    rows = pd.DataFrame({"user": u, "item": i, "behavior": np.array(["view", "cart", "buy"])[stage],
+                         "timestamp": rng.integers(1_600_000_000, 1_600_100_000, n_events)})
+    # the upstream steps of most carts and buys, so the derived relations are neither empty nor everything
+    up = rows[rows["behavior"] != "view"].sample(frac=0.8, random_state=seed).assign(behavior="view")
+    pd.concat([rows, up]).to_csv(path, index=False)
+    return path
+
+
+def _prepared(path, name):
+    return load.prepare(read_source(path), name, SplitConfig())
+
+
+def _graph(driver, name):
+    with driver.session() as s:
+        nodes = {(tuple(r["l"]), r["id"]) for r in s.run(
+            "MATCH (n {dataset: $ds}) RETURN labels(n) AS l, n.id AS id", ds=name)}
+        edges = {(r["u"], r["t"], r["i"], tuple(sorted(r["p"].items()))) for r in s.run(
+            "MATCH (u:User {dataset: $ds})-[r]->(i:Item) RETURN u.id AS u, type(r) AS t, i.id AS i, "
+            "properties(r) AS p", ds=name)}
+    return nodes, edges
+
+
+@pytest.fixture(scope="module")
+def bulk_home(tmp_path_factory):
+    if not server.is_installed():
+        pytest.fail("the Neo4j runtime is not built: run `make setup` (or `graphrec neo4j install`) first")
+    home = tmp_path_factory.mktemp("bulk-home")
+    yield home
+    server.stop(home)
+
+
+def _driver(home):
+    return connection.connect(connection.resolve(home=home), log=lambda s: None)
+
+
+@NEEDS_MANAGED
+@pytest.mark.neo4j
+def test_bulk_and_cypher_paths_build_the_same_graph(neo4j_db, bulk_home, tmp_path, dataset_name):
+    path = _log(tmp_path / "log.csv")
+    prepared = _prepared(path, dataset_name)
+    via_cypher = load.ingest(neo4j_db.driver, prepared)
+    via_bulk = bulk.bulk_ingest(prepared, bulk_home, replace=True)
+    assert via_bulk.counts == via_cypher.counts == prepared.expected
+    driver = _driver(bulk_home)
+    try:
+        cypher_graph, bulk_graph = _graph(neo4j_db.driver, dataset_name), _graph(driver, dataset_name)
+        state = load.dataset_state(driver, dataset_name)
+        load.delete_dataset(driver, dataset_name)  # the store is the next test's again
+    finally:
+        driver.close()
+    assert len(cypher_graph[1]) > 8000 and {e[1] for e in cypher_graph[1]} == {
+        "VIEW", "CART", "BUY", "VIEW_NOT_CART", "VIEW_NOT_BUY", "CART_NOT_BUY"}
+    assert any(dict(e[3]).get("holdout") == "test" for e in cypher_graph[1])  # the holdout marks are compared too
+    assert any("count" in dict(e[3]) for e in cypher_graph[1])
+    assert bulk_graph == cypher_graph
+    assert state["status"] == "complete" and state["loader"] == "bulk"
+    assert state["behaviors"] == ["view", "cart", "buy"] and state["phases_done"][-1] == "derived:CART_NOT_BUY"
+
+
+@NEEDS_MANAGED
+@pytest.mark.neo4j
+def test_a_killed_bulk_load_leaves_the_store_whole_and_a_rerun_finishes_it(bulk_home, tmp_path, tiny_csv):
+    name = "bulk_kill"
+    first = _log(tmp_path / "a.csv", n_events=800, seed=1)
+    second = _log(tmp_path / "b.csv", n_events=1200, seed=2)
+    a = bulk.bulk_ingest(_prepared(first, name), bulk_home, replace=True)
+    assert a.outcome in ("loaded", "resumed")
+    # the same input again: nothing to do
+    assert bulk.bulk_ingest(_prepared(first, name), bulk_home).outcome == "unchanged"
+    # different input without --replace is refused, and so is a second dataset in this store
+    with pytest.raises(load.DatasetConflict, match="--replace"):
+        bulk.bulk_ingest(_prepared(second, name), bulk_home)
+    with pytest.raises(bulk.BulkRefused, match="'bulk_kill'.*graphrec drop"):
+        bulk.bulk_ingest(_prepared(tiny_csv, "bulk_other"), bulk_home)
+
+    def die_after(phase):
+        def hook(p):
+            if p == phase:
+                raise KeyboardInterrupt
+        return hook
+
+    b = _prepared(second, name)
+    for phase in ("files", "import"):
+        with pytest.raises(KeyboardInterrupt):
+            bulk.bulk_ingest(b, bulk_home, replace=True, after_phase=die_after(phase))
+        driver = _driver(bulk_home)  # killed before the swap: the old dataset, complete and unchanged
+        try:
+            assert load.dataset_state(driver, name)["status"] == "complete"
+            assert load.count_dataset(driver, name, b.behaviors) == a.counts
+        finally:
+            driver.close()
+    with pytest.raises(KeyboardInterrupt):
+        bulk.bulk_ingest(b, bulk_home, replace=True, after_phase=die_after("swap"))
+    driver = _driver(bulk_home)  # killed after the swap: the new store, never marked complete
+    try:
+        assert load.dataset_state(driver, name)["status"] == "loading"
+    finally:
+        driver.close()
+    again = bulk.bulk_ingest(b, bulk_home)
+    assert again.outcome == "resumed" and again.counts == b.expected
+    driver = _driver(bulk_home)
+    try:
+        assert load.count_dataset(driver, name, b.behaviors) == b.expected
+        assert load.dataset_state(driver, name)["status"] == "complete"
+    finally:
+        driver.close()
+
+
+def _fake_store(root, tag):
+    for part in server.STORE_PARTS:
+        (root / part / server.DATABASE).mkdir(parents=True)
+        (root / part / server.DATABASE / "f").write_text(tag)
+
+
+def _store_tags(home):
+    root = server.server_dir(home) / "data" / "data"
+    return {(root / p / server.DATABASE / "f").read_text() for p in server.STORE_PARTS
+            if (root / p / server.DATABASE).exists()}
+
+
+@pytest.mark.parametrize("fail_at", range(4))
+def test_a_store_swap_killed_at_any_rename_is_undone_whole(tmp_path, monkeypatch, fail_at):
+    home = tmp_path / "home"
+    _fake_store(server.server_dir(home) / "data" / "data", "old")
+    staged = tmp_path / "staged"
+    _fake_store(staged, "new")
+    real_rename, calls = os.rename, []
+
+    def rename(a, b):
+        if len(calls) == fail_at:
+            raise KeyboardInterrupt
+        calls.append(a)
+        real_rename(a, b)
+
+    monkeypatch.setattr(server.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        server.swap_in_store(home, staged)
+    monkeypatch.setattr(server.os, "rename", real_rename)
+    assert server.recover_store_swap(home) == "undone"
+    assert _store_tags(home) == {"old"} and len(list((server.server_dir(home) / "data/data").rglob("f"))) == 2
+    assert not (server.server_dir(home) / "store-swap").exists()
+
+
+def test_a_store_swap_killed_after_its_mark_is_finished(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    _fake_store(server.server_dir(home) / "data" / "data", "old")
+    staged = tmp_path / "staged"
+    _fake_store(staged, "new")
+    real_rmtree = server.shutil.rmtree
+
+    def die(path, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(server.shutil, "rmtree", die)
+    with pytest.raises(KeyboardInterrupt):
+        server.swap_in_store(home, staged)
+    monkeypatch.setattr(server.shutil, "rmtree", real_rmtree)
+    assert server.recover_store_swap(home) == "finished"
+    assert _store_tags(home) == {"new"}
+    # an empty home (no store yet) takes the new store too
+    fresh = tmp_path / "fresh"
+    _fake_store(tmp_path / "staged2", "new2")
+    server.swap_in_store(fresh, tmp_path / "staged2")
+    assert _store_tags(fresh) == {"new2"}
+
+
+def test_bulk_with_a_uri_is_refused_before_reading(tiny_csv, capsys, tmp_path):
+    from graphrec.cli import main
+
+    code = main(["--home", str(tmp_path), "ingest", "--dataset", "x", "--source", str(tiny_csv), "--bulk",
+                 "--uri", "bolt://db.example:7687"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--bulk" in err and "drop --bulk" in err and "db.example:7687" in err
