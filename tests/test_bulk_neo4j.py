@@ -132,6 +132,32 @@ def test_a_killed_bulk_load_leaves_the_store_whole_and_a_rerun_finishes_it(bulk_
         driver.close()
 
 
+@NEEDS_MANAGED
+@pytest.mark.neo4j
+def test_a_derived_relation_that_differs_from_its_cypher_definition_is_refused(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    prepared = _prepared(_log(tmp_path / "c.csv", n_events=600, seed=4), "bulk_wrong")
+    real = bulk.derive
+
+    def off_by_one(up_u, up_i, down_u, down_i, n_items):
+        keep = real(up_u, up_i, down_u, down_i, n_items)
+        k, j = np.flatnonzero(keep)[0], np.flatnonzero(~keep)[0]
+        keep[k], keep[j] = False, True  # one edge swapped for another: every count stays right
+        return keep
+
+    monkeypatch.setattr(bulk, "derive", off_by_one)
+    try:
+        with pytest.raises(load.IntegrityError, match="VIEW_NOT_CART against its Cypher definition"):
+            bulk.bulk_ingest(prepared, home, after_phase=lambda p: None)
+        driver = _driver(home)
+        try:
+            assert load.dataset_state(driver, "bulk_wrong")["status"] == "loading"
+        finally:
+            driver.close()
+    finally:
+        server.stop(home)
+
+
 def _fake_store(root, tag):
     for part in server.STORE_PARTS:
         (root / part / server.DATABASE).mkdir(parents=True)

@@ -334,6 +334,11 @@ def _swap_dir(home: Path) -> Path:
     return server_dir(home) / "store-swap"
 
 
+def has_store(home: Path) -> bool:
+    """Whether the managed server of ``home`` has a ``neo4j`` database on disk (it was ever started)."""
+    return (_store_root(Path(home)) / "databases" / DATABASE).exists()
+
+
 def bulk_stage(home: Path) -> Path:
     """Where a bulk ingest writes its files and its imported store (same filesystem as the store)."""
     return server_dir(home) / "bulk-stage"
