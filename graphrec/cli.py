@@ -68,8 +68,9 @@ def _bulk_home(args: argparse.Namespace) -> Path:
 
     target = connection.resolve(args.uri, args.username, args.password, args.database, args.home)
     if not target.managed:
-        raise BadValue(f"--bulk loads the managed server's store with Neo4j's offline importer; a server given by "
-                       f"URI ({connection.describe(target)}) is loaded through Cypher: drop --bulk (or unset NEO4J_URI)")
+        raise BadValue(f"--bulk loads the managed server's store with Neo4j's offline importer; a server given "
+                       f"by URI ({connection.describe(target)}) is loaded through Cypher: drop --bulk (or unset "
+                       "NEO4J_URI)")
     return target.home
 
 
