@@ -24,6 +24,8 @@ TAOBAO_MBCGCN: dict[tuple[str, str], tuple[float, float]] = {
     ("taobao_mbcgcn", "hpmr"): (0.1104, 0.0599), ("taobao_mbcgcn", "mbcgcn"): (0.1233, 0.0677),
     ("taobao_mbcgcn", "mbhgcn"): (0.1299, 0.0690), ("taobao_mbcgcn", "pkef"): (0.1385, 0.0785),
     ("taobao_mbcgcn", "mule"): (0.1918, 0.1103),
+    # the paper's main table only (../shared/reference/MULE.md §14), not SOURCE.md's README subset
+    ("taobao_mbcgcn", "nmtr"): (0.0282, 0.0137), ("taobao_mbcgcn", "mbgcn"): (0.0509, 0.0294),
 }
 
 #: EHCF's own repository corrects its Beibei row to HR@10 0.1551, NDCG@10 0.0831.
