@@ -1,6 +1,8 @@
 """Readers: normalization, and every bad-input case names file, line, value and a fix."""
 
+import dataclasses
 
+import pandas as pd
 import pytest
 
 from graphrec.ingest.readers import InputError, read_source
@@ -229,3 +231,19 @@ def test_a_utf8_bom_before_the_header_is_not_part_of_the_first_column(tmp_path):
     p = tmp_path / "bom.csv"
     p.write_bytes(b"\xef\xbb\xbfuser,item,behavior\n1,2,buy\n3,4,buy\n")
     assert sorted(read_source(p).frame["user"]) == ["1", "3"]
+
+
+def test_the_fingerprint_skips_sorting_a_sorted_log_and_keeps_its_value(tiny_csv):
+    from graphrec.ingest import readers
+
+    data = readers.read_source(tiny_csv)
+    keys = ["behavior", "user", "item"]
+    assert readers._is_sorted(data.frame, keys)
+    shuffled = data.frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    assert not readers._is_sorted(shuffled, keys)
+    tied = data.frame.iloc[[0, 0, 1]].reset_index(drop=True)
+    assert readers._is_sorted(tied, keys) and not readers._is_sorted(tied.iloc[[2, 0, 1]], keys)
+    # ties on the first keys decided by a later one
+    assert not readers._is_sorted(pd.DataFrame({"behavior": ["a", "a"], "user": ["u", "u"], "item": ["b", "a"]}), keys)
+    again = dataclasses.replace(data, frame=shuffled)
+    assert again.fingerprint() == data.fingerprint()
