@@ -234,7 +234,11 @@ def bulk_ingest(prepared: load.PreparedData, home: Path, *, replace: bool = Fals
         after_phase("files")
         with progress.phase("import (neo4j-admin)", total=n_rels + prepared.expected["users"]
                             + prepared.expected["items"]) as ph:
-            run_importer(args, stage, server.server_dir(home) / "logs/import.log", threads)
+            try:
+                run_importer(args, stage, server.server_dir(home) / "logs/import.log", threads)
+            except ImportFailed:
+                shutil.rmtree(stage, ignore_errors=True)  # its CSVs are as large as the store; the log stays
+                raise
             ph.advance(n_rels + prepared.expected["users"] + prepared.expected["items"])
         after_phase("import")
         log("stopping the managed Neo4j to put the imported store in place ...")
