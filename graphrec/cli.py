@@ -134,7 +134,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = load_config(_config_path(args), overrides).ingest
     run = ingest_dataset(args.dataset, cfg, lambda: _driver(args), source=args.source, mirror=args.mirror,
                          skip_bad_rows=args.skip_bad_rows, rejects=args.rejects, home=args.home,
-                         replace=args.replace, bulk_home=_bulk_home(args) if args.bulk else None, log=_log)
+                         replace=args.replace, bulk_home=_bulk_home(args) if args.bulk else None,
+                         append=args.append, log=_log)
     report = run.report
     print(f"dataset {report.dataset}: {report.outcome} in {run.seconds:.1f} s (rejected rows: {run.rejected:,})")
     if report.phases:
@@ -487,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--test", metavar="FILE", help="a long-format log's held-out purchases (user,item[,timestamp]; "
                    "the log's column names): they become the test split (config: ingest.test_file)")
     i.add_argument("--replace", action="store_true", help="delete this dataset first and rebuild it")
+    i.add_argument("--append", action="store_true",
+                   help="add the events of --source to this complete dataset (new purchases are train; the same "
+                        "file twice is a no-op; an interrupted append resumes when run again)")
     i.add_argument("--bulk", action="store_true",
                    help="load with Neo4j's offline importer (managed server only; its database must hold no other "
                         "dataset: the store is rebuilt whole, the server restarted)")

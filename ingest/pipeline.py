@@ -44,12 +44,16 @@ class IngestRun:
 def ingest_dataset(dataset: str, cfg: IngestConfig, connect: Callable[[], tuple[neo4j.Driver, str | None]], *,
                    source: str | Path | None = None, mirror: str | None = None, skip_bad_rows: bool = False,
                    rejects: str | Path | None = None, home: str | Path | None = None, replace: bool = False,
-                   bulk_home: Path | None = None, log: Callable[[str], None] = lambda s: None) -> IngestRun:
+                   bulk_home: Path | None = None, append: bool = False,
+                   log: Callable[[str], None] = lambda s: None) -> IngestRun:
     """Ingest ``source`` (or the registered data set ``dataset``, found or fetched) as ``dataset``.
     ``connect`` opens the database only once the input has been read and validated, so bad input is
     reported without starting a server. With ``bulk_home`` the managed server of that home is
-    loaded by Neo4j's offline importer (:mod:`graphrec.ingest.bulk`) instead of through Cypher."""
+    loaded by Neo4j's offline importer (:mod:`graphrec.ingest.bulk`) instead of through Cypher. With
+    ``append`` the events are added to the complete dataset of that name (:mod:`graphrec.ingest.append`)."""
     load.validate_dataset_name(dataset)
+    if append:
+        return _append(dataset, cfg, connect, source, skip_bad_rows, rejects, home, replace, bulk_home, log)
     test_file = cfg.test_file
     if source is None:
         from graphrec import datasets
@@ -85,6 +89,35 @@ def ingest_dataset(dataset: str, cfg: IngestConfig, connect: Callable[[], tuple[
         driver.close()
     return IngestRun(report, tuple(prepared.behaviors.order), len(data.rejected), rejects_path,
                      time.perf_counter() - t0)
+
+
+def _append(dataset: str, cfg: IngestConfig, connect, source, skip_bad_rows: bool, rejects, home,
+            replace: bool, bulk_home, log: Callable[[str], None]) -> IngestRun:
+    from graphrec.ingest.append import append, dataset_for_append
+
+    if source is None:
+        raise BadValue("--append needs --source FILE: the new events to add")
+    if replace or bulk_home is not None:
+        raise BadValue("--append adds to a dataset as it is; it cannot be combined with --replace or --bulk")
+    if cfg.test_file is not None:
+        raise BadValue("an append adds training events; drop --test (ingest.test_file), or ingest the whole log "
+                       "again with --replace")
+    t0 = time.perf_counter()
+    driver, database = connect()
+    try:
+        state = dataset_for_append(driver, dataset, database)
+        log(f"reading {source} (appending to {dataset!r}: {' → '.join(state['behaviors'])}) ...")
+        data = read_source(source, cfg.format, list(state["behaviors"]), cfg.columns, skip_bad_rows=skip_bad_rows,
+                           behavior_values=cfg.behavior_values, time_format=cfg.time_format)
+        rejects_path = None
+        if len(data.rejected):
+            rejects_path = Path(rejects) if rejects else state_home(home) / "rejected" / f"{dataset}-append.tsv"
+            _write_rejects(data.rejected, rejects_path)
+            log(f"set aside {len(data.rejected):,} bad rows → {rejects_path}")
+        report = append(driver, dataset, data, batch_rows=cfg.batch_rows, progress=Progress(), database=database)
+    finally:
+        driver.close()
+    return IngestRun(report, tuple(data.behaviors.order), len(data.rejected), rejects_path, time.perf_counter() - t0)
 
 
 def _write_rejects(rejected, path: Path) -> None:

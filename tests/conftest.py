@@ -10,6 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -164,3 +166,30 @@ def neo4j_db(neo4j_server: Neo4jHandle, dataset_name: str):
 
     for suffix in ("", "_b"):
         delete_dataset(neo4j_server.driver, dataset_name + suffix)
+
+
+def synthetic_log(path, n_events=6000, seed=3):
+    """A seeded 3-behavior log with timestamps, repeats, a cascade, and ids that need CSV quoting."""
+    rng = np.random.default_rng(seed)
+    users = np.array([f"u{k}" for k in range(300)] + ['u,"q"', "u x", "ü"], dtype=object)
+    items = np.array([f"i{k}" for k in range(250)] + ['i"1', "i,2"], dtype=object)
+    u = users[rng.integers(0, len(users), n_events)]
+    i = items[np.minimum(rng.zipf(1.3, n_events) - 1, len(items) - 1)]
+    stage = rng.choice(3, n_events, p=[0.7, 0.2, 0.1])
+    rows = pd.DataFrame({"user": u, "item": i, "behavior": np.array(["view", "cart", "buy"])[stage],
+                         "timestamp": rng.integers(1_600_000_000, 1_600_100_000, n_events)})
+    # the upstream steps of most carts and buys, so the derived relations are neither empty nor everything
+    up = rows[rows["behavior"] != "view"].sample(frac=0.8, random_state=seed).assign(behavior="view")
+    pd.concat([rows, up]).to_csv(path, index=False)
+    return path
+
+
+def graph_of(driver, name):
+    """A dataset's nodes (labels, id) and edges (user, type, item, properties) as sets."""
+    with driver.session() as s:
+        nodes = {(tuple(r["l"]), r["id"]) for r in s.run(
+            "MATCH (n {dataset: $ds}) RETURN labels(n) AS l, n.id AS id", ds=name)}
+        edges = {(r["u"], r["t"], r["i"], tuple(sorted(r["p"].items()))) for r in s.run(
+            "MATCH (u:User {dataset: $ds})-[r]->(i:Item) RETURN u.id AS u, type(r) AS t, i.id AS i, "
+            "properties(r) AS p", ds=name)}
+    return nodes, edges

@@ -4,8 +4,8 @@ path, resumable after a kill at every step, and a store swap that a crash cannot
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import graph_of, synthetic_log
 
 from graphrec.config import SplitConfig
 from graphrec.ingest import bulk, load
@@ -16,34 +16,8 @@ NEEDS_MANAGED = pytest.mark.skipif(os.environ.get("NEO4J_URI") is not None,
                                    reason="bulk ingest writes the managed server's store; NEO4J_URI points elsewhere")
 
 
-def _log(path, n_events=6000, seed=3):
-    """A seeded 3-behavior log with timestamps, repeats, a cascade, and ids that need CSV quoting."""
-    rng = np.random.default_rng(seed)
-    users = np.array([f"u{k}" for k in range(300)] + ['u,"q"', "u x", "ü"], dtype=object)
-    items = np.array([f"i{k}" for k in range(250)] + ['i"1', "i,2"], dtype=object)
-    u = users[rng.integers(0, len(users), n_events)]
-    i = items[np.minimum(rng.zipf(1.3, n_events) - 1, len(items) - 1)]
-    stage = rng.choice(3, n_events, p=[0.7, 0.2, 0.1])
-    rows = pd.DataFrame({"user": u, "item": i, "behavior": np.array(["view", "cart", "buy"])[stage],
-                         "timestamp": rng.integers(1_600_000_000, 1_600_100_000, n_events)})
-    # the upstream steps of most carts and buys, so the derived relations are neither empty nor everything
-    up = rows[rows["behavior"] != "view"].sample(frac=0.8, random_state=seed).assign(behavior="view")
-    pd.concat([rows, up]).to_csv(path, index=False)
-    return path
-
-
 def _prepared(path, name):
     return load.prepare(read_source(path), name, SplitConfig())
-
-
-def _graph(driver, name):
-    with driver.session() as s:
-        nodes = {(tuple(r["l"]), r["id"]) for r in s.run(
-            "MATCH (n {dataset: $ds}) RETURN labels(n) AS l, n.id AS id", ds=name)}
-        edges = {(r["u"], r["t"], r["i"], tuple(sorted(r["p"].items()))) for r in s.run(
-            "MATCH (u:User {dataset: $ds})-[r]->(i:Item) RETURN u.id AS u, type(r) AS t, i.id AS i, "
-            "properties(r) AS p", ds=name)}
-    return nodes, edges
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +35,15 @@ def _driver(home):
 
 @NEEDS_MANAGED
 @pytest.mark.neo4j
-def test_bulk_and_cypher_paths_build_the_same_graph(neo4j_db, bulk_home, tmp_path, dataset_name):
-    path = _log(tmp_path / "log.csv")
+def test_bulk_and_cypher_paths_build_the_samegraph_of(neo4j_db, bulk_home, tmp_path, dataset_name):
+    path = synthetic_log(tmp_path / "log.csv")
     prepared = _prepared(path, dataset_name)
     via_cypher = load.ingest(neo4j_db.driver, prepared)
     via_bulk = bulk.bulk_ingest(prepared, bulk_home, replace=True)
     assert via_bulk.counts == via_cypher.counts == prepared.expected
     driver = _driver(bulk_home)
     try:
-        cypher_graph, bulk_graph = _graph(neo4j_db.driver, dataset_name), _graph(driver, dataset_name)
+        cypher_graph, bulk_graph = graph_of(neo4j_db.driver, dataset_name), graph_of(driver, dataset_name)
         state = load.dataset_state(driver, dataset_name)
         load.delete_dataset(driver, dataset_name)  # the store is the next test's again
     finally:
@@ -87,8 +61,8 @@ def test_bulk_and_cypher_paths_build_the_same_graph(neo4j_db, bulk_home, tmp_pat
 @pytest.mark.neo4j
 def test_a_killed_bulk_load_leaves_the_store_whole_and_a_rerun_finishes_it(bulk_home, tmp_path, tiny_csv):
     name = "bulk_kill"
-    first = _log(tmp_path / "a.csv", n_events=800, seed=1)
-    second = _log(tmp_path / "b.csv", n_events=1200, seed=2)
+    first = synthetic_log(tmp_path / "a.csv", n_events=800, seed=1)
+    second = synthetic_log(tmp_path / "b.csv", n_events=1200, seed=2)
     a = bulk.bulk_ingest(_prepared(first, name), bulk_home, replace=True)
     assert a.outcome in ("loaded", "resumed")
     # the same input again: nothing to do
@@ -136,7 +110,7 @@ def test_a_killed_bulk_load_leaves_the_store_whole_and_a_rerun_finishes_it(bulk_
 @pytest.mark.neo4j
 def test_a_derived_relation_that_differs_from_its_cypher_definition_is_refused(tmp_path, monkeypatch):
     home = tmp_path / "home"
-    prepared = _prepared(_log(tmp_path / "c.csv", n_events=600, seed=4), "bulk_wrong")
+    prepared = _prepared(synthetic_log(tmp_path / "c.csv", n_events=600, seed=4), "bulk_wrong")
     real = bulk.derive
 
     def off_by_one(up_u, up_i, down_u, down_i, n_items):
