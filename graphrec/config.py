@@ -37,10 +37,15 @@ class SplitConfig:
     #: Hold one seeded purchase per user out of train as validation (users with ≥ 2 train purchases).
     valid: bool = True
     seed: int = 2024
+    #: The split of purchases added by ``graphrec ingest --append``: "train", or "test" for a new test
+    #: window (train on the log so far, evaluate on what came after). Stored splits never change.
+    append: str = "train"
 
     def __post_init__(self) -> None:
         if self.test not in ("auto", "file", "last", "random"):
             raise ConfigError(f"split.test must be one of auto, file, last, random; got {self.test!r}")
+        if self.append not in ("train", "test"):
+            raise ConfigError(f"split.append must be train or test; got {self.append!r}")
 
 
 @dataclass(frozen=True)

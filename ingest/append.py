@@ -3,7 +3,8 @@ on any server.
 
 What an append does: new users and items are merged in; a (user, item, behavior) already stored
 gets the new events' ``count`` added and the earlier ``ts`` kept, a new one is created (target
-relationships as ``train``: the stored train/valid/test assignment never changes); the derived
+relationships as ``train``, or as ``test`` for a new test window: the stored train/valid/test
+assignment never changes); the derived
 relations are rebuilt for the touched users only. The result equals one ingest of the concatenated
 log whenever that ingest would assign the same splits (a test file, no validation draw).
 
@@ -80,10 +81,11 @@ def dataset_for_append(driver: neo4j.Driver, dataset: str, database: str | None 
     return state
 
 
-def append(driver: neo4j.Driver, dataset: str, data: Interactions, *, batch_rows: int = 20000,
+def append(driver: neo4j.Driver, dataset: str, data: Interactions, *, split: str = "train", batch_rows: int = 20000,
            progress: Progress | None = None, after_phase: Callable[[str], None] | None = None,
            database: str | None = None) -> load.IngestReport:
-    """Append ``data`` (read with the dataset's behaviors) to ``dataset`` (see the module)."""
+    """Append ``data`` (read with the dataset's behaviors) to ``dataset`` (see the module); new target
+    relationships get ``split`` ("train", or "test": a new test window)."""
     progress = progress or Progress(stream=None)
     after_phase = after_phase or (lambda phase: None)
     t0 = time.perf_counter()
@@ -92,7 +94,9 @@ def append(driver: neo4j.Driver, dataset: str, data: Interactions, *, batch_rows
         if list(data.behaviors.order) != list(state["behaviors"]):
             raise BadValue(f"the appended events have the behaviors {list(data.behaviors.order)}, dataset "
                            f"{dataset!r} has {state['behaviors']}; append with the same behavior order")
-        fp = part_fingerprint(data)
+        if split not in ("train", "test"):
+            raise BadValue(f"appended purchases go to train or to test; got split {split!r}")
+        fp = part_fingerprint(data) + ("" if split == "train" else ":test")
         if fp in (state.get("appends") or []):
             progress.note(f"these events were appended to {dataset!r} before; nothing to do")
             return load.IngestReport(dataset, "unchanged", json.loads(state["counts"]), [], time.perf_counter() - t0)
@@ -128,7 +132,7 @@ def append(driver: neo4j.Driver, dataset: str, data: Interactions, *, batch_rows
                 e = frame[frame["behavior"] == b]
                 if phase in done or len(e) == 0:
                     continue
-                _append_rels(s, rel_type(b), dataset, e, "train" if b == target else None, fp, batch_rows, progress)
+                _append_rels(s, rel_type(b), dataset, e, split if b == target else None, fp, batch_rows, progress)
                 mark(phase)
             eids = user_eid.to_numpy()
             for rel in data.behaviors.derived:

@@ -114,7 +114,8 @@ def _append(dataset: str, cfg: IngestConfig, connect, source, skip_bad_rows: boo
             rejects_path = Path(rejects) if rejects else state_home(home) / "rejected" / f"{dataset}-append.tsv"
             _write_rejects(data.rejected, rejects_path)
             log(f"set aside {len(data.rejected):,} bad rows → {rejects_path}")
-        report = append(driver, dataset, data, batch_rows=cfg.batch_rows, progress=Progress(), database=database)
+        report = append(driver, dataset, data, split=cfg.split.append, batch_rows=cfg.batch_rows,
+                        progress=Progress(), database=database)
     finally:
         driver.close()
     return IngestRun(report, tuple(data.behaviors.order), len(data.rejected), rejects_path, time.perf_counter() - t0)

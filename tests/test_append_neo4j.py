@@ -113,3 +113,22 @@ def test_bad_rows_in_an_appended_file_change_nothing(neo4j_db, halves, dataset_n
     code = main(neo4j_db.cli_args() + ["ingest", "--dataset", dataset_name + "_none", "--source",
                                        str(halves["b"]), "--append"] + neo4j_db.conn_args())
     assert code == 2 and "ingest it first without --append" in capsys.readouterr().err
+
+
+def test_appended_purchases_can_open_a_new_test_window(neo4j_db, halves, dataset_name):
+    driver = neo4j_db.driver
+    first = _ingest(driver, halves, "a", dataset_name)
+    before = {(e[0], e[2]): dict(e[3]) for e in graph_of(driver, dataset_name)[1] if e[1] == "BUY"}
+    report = _append(driver, halves["b"], dataset_name, split="test")
+    after = {(e[0], e[2]): dict(e[3]) for e in graph_of(driver, dataset_name)[1] if e[1] == "BUY"}
+    new = set(after) - set(before)
+    assert new and all(after[k]["split"] == "test" for k in new)
+    assert all(after[k]["split"] == before[k]["split"] for k in before)  # stored splits never change
+    assert report.counts["BUY:test"] == first.counts["BUY:test"] + len(new)
+    assert report.counts["BUY:train"] == first.counts["BUY:train"]
+    # a new test purchase removes nothing from the training relations: it is marked on the derived edge instead
+    derived = {(e[0], e[2]): dict(e[3]) for e in graph_of(driver, dataset_name)[1] if e[1] == "VIEW_NOT_BUY"}
+    viewed_new = [k for k in new if k in derived]
+    assert viewed_new and all(derived[k].get("holdout") == "test" for k in viewed_new)
+    with pytest.raises(BadValue, match="train or to test"):
+        _append(driver, halves["b"], dataset_name, split="valid")
