@@ -142,8 +142,7 @@ def append(driver: neo4j.Driver, dataset: str, data: Interactions, *, split: str
                 _rebuild_derived(s, rel, target, eids, batch_rows, progress)
                 mark(phase)
             with progress.phase("unmark", total=len(eids), unit="users") as ph:
-                for k in range(0, len(eids), batch_rows):
-                    chunk = eids[k:k + batch_rows].tolist()
+                for chunk in load.batches(eids, batch_rows):
                     s.execute_write(lambda tx: tx.run(UNMARK, users=chunk, fp=fp).consume())
                     ph.advance(len(chunk))
         counts = load.count_dataset(driver, dataset, data.behaviors, database)
@@ -165,18 +164,15 @@ def _append_rels(session: neo4j.Session, rtype: str, dataset: str, edges, split:
         load._none_if_na(ts) if ts is not None else [None] * len(edges))]
     q = cypher(APPEND_RELS, REL=rtype)
     with progress.phase(f"append :{rtype}", total=len(rows)) as ph:
-        for k in range(0, len(rows), batch):
-            chunk = rows[k:k + batch]
+        for chunk in load.batches(rows, batch):
             session.execute_write(lambda tx: tx.run(q, rows=chunk, dataset=dataset, split=split, fp=fp).consume())
             ph.advance(len(chunk))
 
 
 def _rebuild_derived(session: neo4j.Session, rel, target: str, user_eids: np.ndarray, batch: int,
                      progress: Progress) -> None:
-    names = dict(UP=rel_type(rel.upstream), DOWN=rel_type(rel.downstream), DERIVED=rel.rel_type)
-    create = cypher(load.CREATE_DERIVED, **names)
+    create, mark = load.derived_queries(rel, target)
     delete = cypher(DELETE_USER_DERIVED, DERIVED=rel.rel_type)
-    mark = cypher(load.MARK_HOLDOUT, DOWN=names["DOWN"], DERIVED=names["DERIVED"]) if rel.downstream == target else None
     per_tx = max(1, batch // 50)  # users per transaction: ~50 upstream edges each at most in the common case
 
     def rebuild(tx: neo4j.ManagedTransaction, users: list[str]) -> int:
@@ -184,7 +180,6 @@ def _rebuild_derived(session: neo4j.Session, rel, target: str, user_eids: np.nda
         return load._derive_chunk(tx, create, mark, users)
 
     with progress.phase(f"derived :{rel.rel_type} (touched users)", total=len(user_eids), unit="users") as ph:
-        for k in range(0, len(user_eids), per_tx):
-            chunk = user_eids[k:k + per_tx].tolist()
+        for chunk in load.batches(user_eids, per_tx):
             session.execute_write(rebuild, chunk)
             ph.advance(len(chunk))

@@ -197,9 +197,7 @@ def _check_store(driver, dataset: str, replace: bool, fingerprint: str) -> dict 
             f"give this dataset a store of its own (--home DIR), or ingest without --bulk (the Cypher path)")
     state = load.dataset_state(driver, dataset)
     if state is not None and not replace and state.get("fingerprint") != fingerprint:
-        raise load.DatasetConflict(
-            f"dataset {dataset!r} already exists (status {state.get('status')}) with different data or split "
-            f"settings; pass --replace to rebuild it from this source, or ingest under another --dataset name")
+        raise load.conflict(dataset, state)
     return state
 
 
@@ -291,7 +289,7 @@ def _verify(driver, prepared: load.PreparedData, progress: Progress, sample_user
             if rec["split"] is not None:
                 counts[f"{target}:{rec['split']}"] = rec["n"]
         ph.advance(1)
-        mismatch = {k: (v, counts.get(k, 0)) for k, v in prepared.expected.items() if counts.get(k, 0) != v}
+        mismatch: dict[str, tuple[int, int]] = {}
         rng = np.random.default_rng(0)
         users = prepared.users[rng.choice(len(prepared.users), min(sample_users, len(prepared.users)), replace=False)]
         for rel in beh.derived:
@@ -301,10 +299,7 @@ def _verify(driver, prepared: load.PreparedData, progress: Progress, sample_user
             if bad:
                 mismatch[f"{rel.rel_type} against its Cypher definition, users {bad[:3]}"] = (0, len(bad))
             ph.advance(1)
-    if mismatch:
-        detail = ", ".join(f"{k}: expected {e:,}, found {f:,}" for k, (e, f) in mismatch.items())
-        raise load.IntegrityError(f"dataset {ds!r} stays incomplete: counts differ from the input ({detail}); "
-                                  "re-run with --replace to rebuild it")
+    load.check_counts(ds, prepared.expected, counts, mismatch)
     return counts
 
 

@@ -116,6 +116,25 @@ class IntegrityError(WorkFailed, RuntimeError):
     """The database's counts disagree with the input's after loading; the dataset stays incomplete."""
 
 
+def conflict(dataset: str, state: dict) -> DatasetConflict:
+    return DatasetConflict(
+        f"dataset {dataset!r} already exists (status {state.get('status')}) with different data or split settings; "
+        f"pass --replace to rebuild it from this source, or ingest under another --dataset name"
+    )
+
+
+def check_counts(dataset: str, expected: dict[str, int], counts: dict[str, int],
+                 more: dict[str, tuple[int, int]] | None = None) -> None:
+    """Raise IntegrityError unless the database's ``counts`` equal the input's ``expected`` ones (and
+    ``more``, other (expected, found) disagreements, is empty)."""
+    mismatch = {k: (v, counts.get(k, 0)) for k, v in expected.items() if counts.get(k, 0) != v}
+    mismatch.update(more or {})
+    if mismatch:
+        detail = ", ".join(f"{k}: expected {e:,}, found {f:,}" for k, (e, f) in mismatch.items())
+        raise IntegrityError(f"dataset {dataset!r} stays incomplete: counts differ from the input ({detail}); "
+                             "re-run with --replace to rebuild it")
+
+
 @dataclass
 class PreparedData:
     """Deduplicated edges per behavior with the target split applied, plus the expected counts."""
@@ -301,10 +320,7 @@ def _ingest(
         delete_dataset(driver, ds, database, progress)
         state = None
     elif state is not None and state.get("fingerprint") != prepared.fingerprint:
-        raise DatasetConflict(
-            f"dataset {ds!r} already exists (status {state.get('status')}) with different data or split settings; "
-            f"pass --replace to rebuild it from this source, or ingest under another --dataset name"
-        )
+        raise conflict(ds, state)
     elif state is not None and state.get("status") == "complete":
         counts = json.loads(state["counts"])
         progress.note(f"dataset {ds!r} is already complete with identical input; nothing to do")
@@ -360,11 +376,7 @@ def _ingest(
             mark(phase)
 
     counts = count_dataset(driver, ds, prepared.behaviors, database)
-    mismatch = {k: (v, counts.get(k, 0)) for k, v in prepared.expected.items() if counts.get(k, 0) != v}
-    if mismatch:
-        detail = ", ".join(f"{k}: expected {e:,}, found {f:,}" for k, (e, f) in mismatch.items())
-        raise IntegrityError(f"dataset {ds!r} stays incomplete: counts differ from the input ({detail}); "
-                             "re-run with --replace to rebuild it")
+    check_counts(ds, prepared.expected, counts)
     with driver.session(database=database) as s:
         _autocommit(s, "MATCH (d:Dataset {name: $name}) SET d.status = 'complete', d.counts = $counts, "
                     "d.ingested_at = datetime(), d.n_users = $u, d.n_items = $i",
@@ -390,14 +402,20 @@ def count_dataset(driver: neo4j.Driver, dataset: str, behaviors: Behaviors,
     return out
 
 
+def batches(values: list | np.ndarray, size: int) -> Iterator[list]:
+    """``values`` in consecutive lists of at most ``size`` (one write transaction each)."""
+    for k in range(0, len(values), size):
+        chunk = values[k:k + size]
+        yield chunk.tolist() if isinstance(chunk, np.ndarray) else chunk
+
+
 def _merge_nodes(session: neo4j.Session, label: str, ds: str, keys: np.ndarray, batch: int,
                  progress: Progress) -> pd.Series:
     keys_list = keys.tolist()
     eids: dict[str, str] = {}
     q = cypher(MERGE_NODES, LABEL=label)
     with progress.phase(f"nodes :{label}", total=len(keys_list)) as ph:
-        for k in range(0, len(keys_list), batch):
-            chunk = keys_list[k:k + batch]
+        for chunk in batches(keys_list, batch):
             recs = session.execute_write(lambda tx: list(tx.run(q, keys=chunk, dataset=ds)))
             eids.update((r["key"], r["eid"]) for r in recs)
             ph.advance(len(chunk))
@@ -450,6 +468,14 @@ def _create_rels(session: neo4j.Session, rtype: str, edges: pd.DataFrame, user_e
             ph.advance(size)
 
 
+def derived_queries(rel: DerivedRelation, target: str) -> tuple[str, str | None]:
+    """The Cypher that builds ``rel`` for a list of users, and the one that marks its holdout edges
+    (None when its downstream behavior is not the target)."""
+    names = dict(UP=rel_type(rel.upstream), DOWN=rel_type(rel.downstream), DERIVED=rel.rel_type)
+    mark = cypher(MARK_HOLDOUT, DOWN=names["DOWN"], DERIVED=names["DERIVED"]) if rel.downstream == target else None
+    return cypher(CREATE_DERIVED, **names), mark
+
+
 def _derive_chunk(tx: neo4j.ManagedTransaction, create: str, mark: str | None, users: list[str]) -> int:
     created = tx.run(create, users=users).single()["created"]
     if mark is not None:
@@ -459,12 +485,9 @@ def _derive_chunk(tx: neo4j.ManagedTransaction, create: str, mark: str | None, u
 
 def _create_derived(session: neo4j.Session, rel: DerivedRelation, target: str, user_eids: np.ndarray,
                     expected: int, batch: int, progress: Progress) -> None:
-    names = dict(UP=rel_type(rel.upstream), DOWN=rel_type(rel.downstream), DERIVED=rel.rel_type)
-    q = cypher(CREATE_DERIVED, **names)
-    mark = cypher(MARK_HOLDOUT, DOWN=names["DOWN"], DERIVED=names["DERIVED"]) if rel.downstream == target else None
+    q, mark = derived_queries(rel, target)
     n_users = len(user_eids)
     per_tx = max(1, int(batch * n_users / max(expected, 1)))  # about `batch` new edges per transaction
     with progress.phase(f"derived :{rel.rel_type}", total=expected) as ph:
-        for k in range(0, n_users, per_tx):
-            chunk = user_eids[k:k + per_tx].tolist()
+        for chunk in batches(user_eids, per_tx):
             ph.advance(session.execute_write(_derive_chunk, q, mark, chunk))

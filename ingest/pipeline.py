@@ -65,12 +65,7 @@ def ingest_dataset(dataset: str, cfg: IngestConfig, connect: Callable[[], tuple[
     log(f"reading {source} ...")
     data = read_source(source, cfg.format, cfg.behaviors, cfg.columns, skip_bad_rows=skip_bad_rows,
                        behavior_values=cfg.behavior_values, time_format=cfg.time_format, test_file=test_file)
-    rejects_path = None
-    if len(data.rejected):
-        rejects_path = (Path(rejects) if rejects else
-                        state_home(home) / "rejected" / f"{dataset}.tsv")
-        _write_rejects(data.rejected, rejects_path)
-        log(f"set aside {len(data.rejected):,} bad rows → {rejects_path}")
+    rejects_path = _set_aside(data, rejects, state_home(home) / "rejected" / f"{dataset}.tsv", log)
     prepared = load.prepare(data, dataset, cfg.split)
     read_s = time.perf_counter() - t0
     log(f"read {data.raw_rows:,} interactions in {read_s:.1f} s ({data.raw_rows / max(read_s, 1e-9):,.0f} rows/s); "
@@ -109,16 +104,22 @@ def _append(dataset: str, cfg: IngestConfig, connect, source, skip_bad_rows: boo
         log(f"reading {source} (appending to {dataset!r}: {' → '.join(state['behaviors'])}) ...")
         data = read_source(source, cfg.format, list(state["behaviors"]), cfg.columns, skip_bad_rows=skip_bad_rows,
                            behavior_values=cfg.behavior_values, time_format=cfg.time_format)
-        rejects_path = None
-        if len(data.rejected):
-            rejects_path = Path(rejects) if rejects else state_home(home) / "rejected" / f"{dataset}-append.tsv"
-            _write_rejects(data.rejected, rejects_path)
-            log(f"set aside {len(data.rejected):,} bad rows → {rejects_path}")
+        rejects_path = _set_aside(data, rejects, state_home(home) / "rejected" / f"{dataset}-append.tsv", log)
         report = append(driver, dataset, data, split=cfg.split.append, batch_rows=cfg.batch_rows,
                         progress=Progress(), database=database)
     finally:
         driver.close()
     return IngestRun(report, tuple(data.behaviors.order), len(data.rejected), rejects_path, time.perf_counter() - t0)
+
+
+def _set_aside(data, rejects: str | Path | None, default: Path, log: Callable[[str], None]) -> Path | None:
+    """Write the rejected rows (to ``rejects``, else ``default``); where they went, or None if none."""
+    if not len(data.rejected):
+        return None
+    path = Path(rejects) if rejects else default
+    _write_rejects(data.rejected, path)
+    log(f"set aside {len(data.rejected):,} bad rows → {path}")
+    return path
 
 
 def _write_rejects(rejected, path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from graphrec import snapshot as snap
+from graphrec.progress import Progress
 from graphrec.schema import Behaviors
 
 # The tiny long-format log. Timestamps make the split deterministic under split.test=last:
@@ -193,3 +194,24 @@ def graph_of(driver, name):
             "MATCH (u:User {dataset: $ds})-[r]->(i:Item) RETURN u.id AS u, type(r) AS t, i.id AS i, "
             "properties(r) AS p", ds=name)}
     return nodes, edges
+
+
+class KilledAfterFirstStep(Progress):
+    """A process killed after the first bounded step (one transaction) of a phase: of every phase, or
+    only of the phase named ``phase``."""
+
+    def __init__(self, phase: str | None = None):
+        super().__init__(stream=None)
+        self.target = phase
+
+    def phase(self, name, total=None, unit="rows"):
+        ph = super().phase(name, total, unit)
+        if self.target is None or name == self.target:
+            advance = ph.advance
+
+            def then_die(n):
+                advance(n)
+                raise KeyboardInterrupt
+
+            ph.advance = then_die
+        return ph

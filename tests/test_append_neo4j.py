@@ -3,13 +3,12 @@ the same part twice is a no-op, a killed append resumes to the same graph, bad r
 
 import pandas as pd
 import pytest
-from conftest import graph_of, synthetic_log
+from conftest import KilledAfterFirstStep, graph_of, synthetic_log
 
 from graphrec.config import SplitConfig
 from graphrec.errors import BadValue
 from graphrec.ingest import append, load
 from graphrec.ingest.readers import read_source
-from graphrec.progress import Progress
 
 pytestmark = pytest.mark.neo4j
 
@@ -62,28 +61,12 @@ def test_two_halves_equal_one_ingest_of_the_whole_and_a_second_append_is_a_no_op
     assert again.outcome == "unchanged" and graph_of(driver, dataset_name) == want
 
 
-class _KilledInBuys(Progress):
-    """A process killed after the first batch of the buys was written (that phase not yet recorded)."""
-
-    def phase(self, name, total=None, unit="rows"):
-        ph = super().phase(name, total, unit)
-        if name == "append :BUY":
-            advance = ph.advance
-
-            def then_die(n):
-                advance(n)
-                raise KeyboardInterrupt
-
-            ph.advance = then_die
-        return ph
-
-
 def test_a_killed_append_resumes_without_counting_anything_twice(neo4j_db, halves, dataset_name):
     driver, whole = neo4j_db.driver, dataset_name + "_b"
     _ingest(driver, halves, "whole", whole)
     _ingest(driver, halves, "a", dataset_name)
     with pytest.raises(KeyboardInterrupt):
-        _append(driver, halves["b"], dataset_name, batch_rows=40, progress=_KilledInBuys(stream=None))
+        _append(driver, halves["b"], dataset_name, batch_rows=40, progress=KilledAfterFirstStep("append :BUY"))
     state = load.dataset_state(driver, dataset_name)
     assert state["status"] == append.APPENDING and state["append_phases"] == ["rel:VIEW", "rel:CART"]
     # another part cannot start in the middle of this one

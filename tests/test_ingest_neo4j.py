@@ -1,13 +1,12 @@
 """Ingest into the real Neo4j: known derived edge sets, count round trip, idempotence, failures."""
 
 import pytest
-from conftest import TINY_EXPECTED_COUNTS, TINY_EXPECTED_DERIVED
+from conftest import TINY_EXPECTED_COUNTS, TINY_EXPECTED_DERIVED, KilledAfterFirstStep
 
 from graphrec.config import SplitConfig
 from graphrec.ingest import load
 from graphrec.ingest.readers import read_source
 from graphrec.neo4j import connection, server
-from graphrec.progress import Progress
 
 pytestmark = pytest.mark.neo4j
 
@@ -55,27 +54,12 @@ def test_reingest_is_idempotent_and_replace_rebuilds(neo4j_db, tiny_csv, dataset
     assert load.count_dataset(neo4j_db.driver, dataset_name, read_source(tiny_csv).behaviors) == first.counts
 
 
-class _KilledAfterFirstStep(Progress):
-    """A process killed after the first bounded step of a phase (the users of a delete are gone)."""
-
-    def phase(self, name, total=None, unit="rows"):
-        ph = super().phase(name, total, unit)
-        advance = ph.advance
-
-        def then_die(n):
-            advance(n)
-            raise KeyboardInterrupt
-
-        ph.advance = then_die
-        return ph
-
-
 def test_an_interrupted_delete_is_visible_and_finished_by_a_rerun(neo4j_db, tiny_csv, dataset_name):
     driver = neo4j_db.driver
     behaviors = read_source(tiny_csv).behaviors
     _ingest(driver, tiny_csv, dataset_name)
     with pytest.raises(KeyboardInterrupt):
-        load.delete_dataset(driver, dataset_name, progress=_KilledAfterFirstStep(stream=None))
+        load.delete_dataset(driver, dataset_name, progress=KilledAfterFirstStep())
     # never "complete" with nodes missing: the record says the delete is under way
     assert load.dataset_state(driver, dataset_name)["status"] == load.DELETING
     assert load.count_dataset(driver, dataset_name, behaviors)["users"] == 0
@@ -85,7 +69,7 @@ def test_an_interrupted_delete_is_visible_and_finished_by_a_rerun(neo4j_db, tiny
     assert load.dataset_state(driver, dataset_name)["status"] == "complete"
     # an interrupted drop, run again, removes everything
     with pytest.raises(KeyboardInterrupt):
-        load.delete_dataset(driver, dataset_name, progress=_KilledAfterFirstStep(stream=None))
+        load.delete_dataset(driver, dataset_name, progress=KilledAfterFirstStep())
     load.delete_dataset(driver, dataset_name)
     assert load.dataset_state(driver, dataset_name) is None
     assert load.count_dataset(driver, dataset_name, behaviors)["items"] == 0
