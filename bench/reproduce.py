@@ -20,12 +20,12 @@ import argparse
 import csv
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 
 from graphrec.config import PROTOCOLS, load_config, model_params, train_config
 from graphrec.progress import format_table
+from graphrec.runs import RunBusy, clear_run, run_lock
 from graphrec.train import CHECKPOINT, METRICS_FILE, PROTOCOL_NOTES, fit
 
 from published import ABLATIONS, CAVEATS, ablation_order_violations, published, views
@@ -83,11 +83,16 @@ def train_all(dataset: str, protocol: str, todo: list[tuple[str, str, dict]], de
             print(f"{variant}: done ({run})", file=sys.stderr)
             continue
         params = dataclasses.replace(model_params(cfg, model), **flags)
-        resume = (run / CHECKPOINT).is_file()
-        if not resume and run.exists():
-            shutil.rmtree(run)  # stopped before its first checkpoint: start over
-        print(f"{variant}: {'resuming' if resume else 'training'} in {run}", file=sys.stderr)
-        fit(model, params, train_config(cfg, model), snapshot, run, device=device, resume=resume)
+        try:
+            with run_lock(run):
+                resume = (run / CHECKPOINT).is_file()
+                if not resume:
+                    clear_run(run)  # stopped before its first checkpoint: start over
+                print(f"{variant}: {'resuming' if resume else 'training'} in {run}", file=sys.stderr)
+                fit(model, params, train_config(cfg, model), snapshot, run, device=device, resume=resume)
+        except RunBusy:
+            # a second reproduce process takes the next variant, so two can share the list
+            print(f"{variant}: being trained by another process ({run}); next", file=sys.stderr)
 
 
 def run_status(run: Path) -> tuple[float | None, float | None, str, bool]:

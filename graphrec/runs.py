@@ -4,13 +4,16 @@ SHA-256 is recorded in the run's ``run.json`` (``files``) and checked before the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
@@ -98,6 +101,50 @@ def load_weights(run_dir: Path, name: str, device: torch.device | str = "cpu") -
 
 class TrainError(WorkFailed, RuntimeError):
     pass
+
+
+class RunBusy(UserError):
+    """Another process is training in this run directory."""
+
+
+LOCK_FILE = ".lock"
+_held: dict[Path, list] = {}  # run dir -> [open lock file, depth]: re-entrant within one process
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Exclusive use of a run directory (created if missing) for as long as the block runs. Two
+    trainers in one directory would interleave checkpoints and metrics; the second is refused.
+    Held locks die with their process, so a killed run never leaves the directory locked."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        _held[run_dir][1] += 1
+        try:
+            yield
+        finally:
+            _held[run_dir][1] -= 1
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise RunBusy(f"run directory {run_dir} is in use by another graphrec process; wait for it to finish "
+                      "or choose another --run") from None
+    _held[run_dir] = [fh, 0]
+    try:
+        yield
+    finally:
+        del _held[run_dir]
+        fh.close()  # closing releases the lock
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove everything a run directory holds except its lock (call it holding ``run_lock``)."""
+    for entry in Path(run_dir).iterdir():
+        if entry.name != LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 class RunNotFound(UserError, FileNotFoundError):

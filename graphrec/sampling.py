@@ -113,9 +113,32 @@ def pair_batches(users: np.ndarray, items: np.ndarray, n_items: int, batch_size:
                  generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Shuffled (user, positive, negative) batches; negatives uniform over items the user has not
     interacted with in training (collisions are redrawn)."""
+    perm = torch.randperm(len(users), generator=generator).numpy()
+    return _triple_batches(users[perm].astype(np.int64), items[perm].astype(np.int64), users, items, n_items,
+                           batch_size, drop_last, generator)
+
+
+def user_pair_batches(users: np.ndarray, items: np.ndarray, n_items: int, batch_size: int, drop_last: bool,
+                      generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """LightGCN's own sampler: as many draws per epoch as there are training pairs, each a user
+    uniform over the users with a pair, then one of that user's items uniformly, then a negative as
+    in ``pair_batches``. Every user weighs the same in the loss whatever their activity, as every
+    user weighs the same in HR/NDCG; pairs of heavy users are seen less than once per epoch."""
+    order = np.argsort(users, kind="stable")
+    su, si = users[order].astype(np.int64), items[order].astype(np.int64)
+    active, starts, counts = np.unique(su, return_index=True, return_counts=True)
     n = len(users)
-    perm = torch.randperm(n, generator=generator).numpy()
-    u, i = users[perm].astype(np.int64), items[perm].astype(np.int64)
+    pick = torch.randint(0, len(active), (n,), generator=generator).numpy()
+    offset = (torch.rand(n, generator=generator, dtype=torch.float64).numpy() * counts[pick]).astype(np.int64)
+    return _triple_batches(active[pick], si[starts[pick] + offset], users, items, n_items, batch_size,
+                           drop_last, generator)
+
+
+def _triple_batches(u: np.ndarray, i: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int,
+                    batch_size: int, drop_last: bool, generator: torch.Generator):
+    """(user, positive, negative) batches of the drawn pairs ``u``, ``i`` in their order; negatives
+    avoid every training pair (``users``, ``items``)."""
+    n = len(u)
     known = np.sort(users.astype(np.int64) * n_items + items)
     neg = sample_negatives(u, known, n_items, generator)
     nb = n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
@@ -203,10 +226,11 @@ def model_batches(model: Recommender, data: TrainData, batch_size: int, drop_las
         for users in user_batches(data.meta.n_users, batch_size, drop_last, gen):
             users = users.to(dev)
             yield Batch(users=users, positives={k: v.rows(users) for k, v in data.positives.items()})
-    elif model.batching == "pairs":
+    elif model.batching in ("pairs", "user_pairs"):
         t = data.meta.target
         u, i = data.edges[t]
-        for bu, bp, bn in pair_batches(u, i, data.meta.n_items, batch_size, drop_last, gen):
+        draw = pair_batches if model.batching == "pairs" else user_pair_batches
+        for bu, bp, bn in draw(u, i, data.meta.n_items, batch_size, drop_last, gen):
             yield Batch(users=bu.to(dev), pos={t: bp.to(dev)}, neg={t: bn.to(dev)})
     elif model.batching == "behavior_pairs":
         t = data.meta.target

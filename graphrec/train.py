@@ -41,6 +41,7 @@ from graphrec.runs import (
     open_model,
     pick_device,
     recorded_train,
+    run_lock,
     save_weights,
     write_atomic,
 )
@@ -80,6 +81,14 @@ class FitResult:
 def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,
         device: str = "auto", resume: bool = False, log: TextIO | None = STDERR,
         on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
+    """Train ``model_name`` into ``run_dir`` (held exclusively meanwhile: see ``runs.run_lock``)."""
+    with run_lock(Path(run_dir)):
+        return _fit(model_name, params, tc, snapshot_path, run_dir, device=device, resume=resume, log=log,
+                    on_epoch=on_epoch)
+
+
+def _fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,
+         device: str, resume: bool, log: TextIO | None, on_epoch: Callable[[int, dict], None] | None) -> FitResult:
     dev = pick_device(device)
     run_dir = Path(run_dir)
     torch.manual_seed(tc.seed)

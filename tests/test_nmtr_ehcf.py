@@ -17,7 +17,14 @@ from graphrec.models import nmtr as nmtr_module
 from graphrec.models.base import Batch, GraphMeta
 from graphrec.models.ehcf import EHCFParams
 from graphrec.models.nmtr import NMTRParams, cascade_logits
-from graphrec.sampling import TrainData, behavior_pair_batches, model_batches, sample_negatives
+from graphrec.sampling import (
+    TrainData,
+    behavior_pair_batches,
+    model_batches,
+    pair_batches,
+    sample_negatives,
+    user_pair_batches,
+)
 
 T = torch.tensor
 
@@ -269,6 +276,27 @@ def test_behavior_pair_batches_cover_every_pair_once_without_collisions():
             assert seen == Counter(zip(users.tolist(), items.tolist())), (epoch, name)
             sizes = [len(step[name][0]) for step in steps]
             assert max(sizes) - min(sizes) <= 1  # near-equal slices: nothing dropped, no tiny last step
+
+
+def test_user_uniform_sampling_weighs_users_equally_and_pair_sampling_weighs_pairs():
+    # user 0 has 40 purchases, users 1..4 one each: shuffled pairs give user 0 40 of 44 draws per
+    # epoch, LightGCN's sampler about a fifth of them
+    users = np.array([0] * 40 + [1, 2, 3, 4], dtype=np.int64)
+    items = np.array(list(range(40)) + [0, 1, 2, 3], dtype=np.int64)
+    known = set(zip(users.tolist(), items.tolist()))
+    gen = torch.Generator().manual_seed(3)
+    draws = Counter()
+    for _ in range(200):
+        batches = user_pair_batches(users, items, 50, 11, True, gen)
+        assert [len(b[0]) for b in batches] == [11] * 4  # 44 draws per epoch, like the pair sampler
+        for u, pos, neg in batches:
+            assert set(zip(u.tolist(), pos.tolist())) <= known
+            assert not any((a, b) in known for a, b in zip(u.tolist(), neg.tolist()))
+            draws.update(u.tolist())
+    share = {u: c / (200 * 44) for u, c in draws.items()}
+    assert sorted(share) == [0, 1, 2, 3, 4] and all(abs(v - 0.2) < 0.02 for v in share.values()), share
+    pairs = Counter(u for b in pair_batches(users, items, 50, 11, True, gen) for u in b[0].tolist())
+    assert pairs == Counter(users.tolist())
 
 
 def test_negatives_avoid_a_nearly_full_user():

@@ -1,6 +1,8 @@
 """Training data per protocol, resume, strict config, and the train/evaluate/recommend CLI."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from test_models_contract import TINY_TRAIN, tiny_params, two_communities
 from graphrec import cli
 from graphrec import snapshot as snap
 from graphrec.config import ConfigError, load_config, model_params, train_config
-from graphrec.runs import TrainError
+from graphrec.runs import RunBusy, TrainError, run_lock
 from graphrec.sampling import TrainData
 from graphrec.train import fit
 
@@ -83,6 +85,27 @@ def test_resume_continues_to_the_same_result(tmp_path):
         fit("ghcf", tiny_params("ghcf"), tc, path, tmp_path / "full", device="cpu", log=None)
     with pytest.raises(TrainError, match="different model, params or snapshot"):
         fit("lightgcn", tiny_params("lightgcn"), tc, path, tmp_path / "full", device="cpu", resume=True, log=None)
+
+
+def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):
+    path = snap.write(two_communities(), tmp_path / "snap")
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom graphrec.runs import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunBusy, match="in use by another graphrec process"):
+            fit("ghcf", tiny_params("ghcf"), TINY_TRAIN, path, run, device="cpu", log=None)
+        assert not (run / "metrics.jsonl").exists()  # refused before it wrote anything
+    finally:
+        holder.kill()
+        holder.wait()
+    # a killed holder leaves no lock behind, and the lock is re-entrant within one process
+    with run_lock(run):
+        fit("ghcf", tiny_params("ghcf"), TINY_TRAIN, path, run, device="cpu", log=None)
+    assert (run / "results.json").is_file()
 
 
 def test_strict_model_config(tmp_path):

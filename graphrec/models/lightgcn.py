@@ -24,10 +24,15 @@ class LightGCNParams:
     layers: int = 3
     reg: float = 1e-4
     init_std: float = 0.1
+    #: "pairs": every training purchase once per epoch, shuffled; "users": LightGCN's own sampler
+    #: (as many draws, each a uniform user and one of their purchases; graphrec.sampling.user_pair_batches).
+    sampling: str = "pairs"
 
     def __post_init__(self) -> None:
         if self.layers < 0:
             raise BadValue("layers must be >= 0")
+        if self.sampling not in ("pairs", "users"):
+            raise BadValue(f"sampling must be pairs or users; got {self.sampling!r}")
 
 
 class LightGCN(Recommender):
@@ -43,6 +48,7 @@ class LightGCN(Recommender):
     def __init__(self, params: LightGCNParams, meta: GraphMeta):
         super().__init__()
         self.params, self.meta = params, meta
+        self.batching = "pairs" if params.sampling == "pairs" else "user_pairs"
         self.user = nn.Parameter(torch.randn(meta.n_users, params.dim) * params.init_std)
         self.item = nn.Parameter(torch.randn(meta.n_items, params.dim) * params.init_std)
 
