@@ -33,6 +33,7 @@ from train import time_training
 
 from graphrec import snapshot as snap
 from graphrec.config import TrainConfig, from_dict
+from graphrec.malloc import keep_freed_memory
 from graphrec.models import build_model, get_model
 from graphrec.progress import format_table
 from graphrec.runs import params_from_dict, pick_device
@@ -188,6 +189,7 @@ def run(bundle_dir: Path, device: str, epochs: int, repeats: int, out: Path | No
 
 
 def main() -> None:
+    keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="action", required=True)
     b = sub.add_parser("bundle")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from graphrec.adjacency import SparseAdj, csr_tensor, normalized_bipartite, spmm
+from graphrec.malloc import keep_freed_memory
 from graphrec.progress import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +148,7 @@ def dgl_step(u: np.ndarray, i: np.ndarray, n_u: int, n_i: int, device: torch.dev
 
 
 def main() -> None:
+    keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")

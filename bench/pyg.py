@@ -32,6 +32,7 @@ from graphrec import snapshot as snap
 from graphrec.config import load_config, model_params, preset_for, train_config
 from graphrec.evaluate import evaluate_full
 from graphrec.losses import bpr_loss, l2
+from graphrec.malloc import keep_freed_memory
 from graphrec.models import build_model, get_model
 from graphrec.optimize import make_adam
 from graphrec.progress import format_table
@@ -126,6 +127,7 @@ def evaluate(name: str, model, data, graphs) -> tuple[float, dict]:
 
 
 def main() -> None:
+    keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--snapshot", type=Path, default=ROOT / ".graphrec/snapshots/beibei")
     ap.add_argument("--epochs", type=int, default=3)

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from graphrec.config import load_config, model_params
+from graphrec.malloc import keep_freed_memory
 from graphrec.progress import format_table
 from graphrec.ranking.data import build
 from graphrec.ranking.metrics import rela_impr, rela_impr_auc
@@ -45,6 +46,7 @@ CLAIMS = [("mmoe", "shared_bottom"), ("dmt", "mmoe"), ("stan", "ple")]
 
 
 def main() -> None:
+    keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recall-run", required=True, help="a recall run trained under the honest protocol")
     ap.add_argument("--models", default=DEFAULT_MODELS)

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from graphrec.config import PROTOCOLS, load_config, model_params, train_config
+from graphrec.malloc import keep_freed_memory
 from graphrec.progress import format_table
 from graphrec.runs import RunBusy, clear_run, run_lock
 from graphrec.train import CHECKPOINT, METRICS_FILE, PROTOCOL_NOTES, fit
@@ -192,6 +193,7 @@ def _rel(ours, pub) -> str:
 
 
 def main() -> None:
+    keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="beibei", choices=["beibei", "taobao", "taobao_mbcgcn"])
     ap.add_argument("--models", default="lightgcn,lightgcn_m,ehcf,ghcf,hpmr")

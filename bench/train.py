@@ -26,6 +26,7 @@ import torch
 from graphrec import snapshot as snap
 from graphrec.config import load_config, model_params, train_config
 from graphrec.evaluate import evaluate_split
+from graphrec.malloc import keep_freed_memory
 from graphrec.models import build_model, get_model
 from graphrec.optimize import make_optimizer
 from graphrec.progress import format_table
@@ -109,6 +110,7 @@ def _sync(device: torch.device) -> None:
 
 
 def main() -> None:
+    keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--snapshot", default=str(ROOT / ".graphrec/snapshots/beibei"))
     ap.add_argument("--models", default="hpmr,ghcf,lightgcn_m,lightgcn")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from graphrec.errors import BadValue
+from graphrec.malloc import keep_freed_memory
 from graphrec.paths import state_home
 
 EXIT_INPUT = 2  # bad input or usage
@@ -638,9 +639,16 @@ def exit_code(exc: BaseException) -> int | None:
     return None
 
 
+#: Commands whose time goes into torch steps over (users + items) × d tensors: they keep freed
+#: memory (graphrec.malloc). Ingest and export, whose peak memory is what bounds them, do not.
+TENSOR_COMMANDS = frozenset({"train", "evaluate", "recommend"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in TENSOR_COMMANDS:
+        keep_freed_memory()
     try:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
