@@ -1,12 +1,12 @@
 """Keep freed memory inside the process (glibc's malloc), called once by each entry point.
 
 A training step allocates and frees dozens of (users + items) × d tensors. glibc returns such blocks
-to the kernel (big blocks are mmapped, the heap top is trimmed), so the next step faults every page
-in again: on Beibei an HPMR step with 2 threads took 129–197 ms (median; min 107, max 607) against
-106–112 ms (max 142) with freed memory kept, with about 2.3× fewer page faults and the same peak RSS
-(`python bench/train.py`, docs/results.md). The three settings belong together: setting only the
-trim threshold or the top pad freezes glibc's adaptive mmap threshold at 128 KiB and makes every
-tensor an mmap (about 2× slower than the default).
+to the kernel (big blocks are mmapped, the heap top is trimmed), so later steps fault pages in
+again. Kept, the median epoch (3 epochs, 2 threads, quiet, alternating with the default) went
+LightGCN_M 11.97 → 9.09 s, NMTR 19.78 → 13.14 s, GHCF 17.49 → 15.61 s on taobao_mbcgcn and GHCF
+18.26 → 16.84 s on Beibei; HPMR moved by 1–3% (docs/results.md, issue 16's third round). The three
+settings belong together: setting only the trim threshold or the top pad freezes glibc's adaptive
+mmap threshold at 128 KiB and makes every tensor an mmap (an HPMR step about 2× slower).
 
 Peak memory is unchanged; memory freed after the peak is not given back until the process exits.
 ``GRAPHREC_KEEP_FREED_MEMORY=0`` turns this off.
