@@ -293,6 +293,10 @@ def _export_if_missing(args: argparse.Namespace, dataset: str, path: Path, why: 
     """Export ``dataset`` from Neo4j (the connection args) to ``path`` unless a snapshot is there."""
     if (path / "manifest.json").is_file():
         return
+    from graphrec import distributed
+
+    if distributed.from_env().active:  # every process would export at once
+        raise BadValue(f"{why}; export it before a distributed run: graphrec export --dataset {dataset}")
     from graphrec.export import export_dataset
     from graphrec.progress import Progress
 
@@ -572,7 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.epochs=20 or "
                    "models.hpmr.layers=2")
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    t.add_argument("--run", help="run directory (default HOME/runs/DATASET-MODEL-TIME)")
+    t.add_argument("--run", "--run-dir", dest="run",
+                   help="run directory (default HOME/runs/DATASET-MODEL-TIME); under torchrun spell it --run-dir, "
+                        "since torchrun takes --run for its own --run-path")
     t.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--recall-run", help="ranking models (dmt, stan, mmoe, ple, shared_bottom, mlp_single): the "

@@ -570,13 +570,16 @@ def evaluate_sampled(score_pairs_fn: Callable[[Tensor, Tensor], Tensor],
 
 
 def evaluate_split(model: "Recommender", graphs, data: "TrainData", split: str, ks, batch_size: int,
-                   device: torch.device, *, per_user: bool = False) -> dict:
+                   device: torch.device, *, per_user: bool = False, shard: tuple[int, int] = (0, 1)) -> dict:
     """Full-ranking metrics of one split: averages, or with ``per_user`` per-user tensors plus
-    "users" (the node ids they belong to)."""
+    "users" (the node ids they belong to). ``shard=(i, n)``: only the i-th of n contiguous parts of
+    the split's users (graphrec.distributed adds the parts up)."""
     model.eval()
     with torch.no_grad():
         test, exclude = data.eval_sets[split]
         users = torch.nonzero(test.counts() > 0).flatten()
+        if shard != (0, 1):
+            users = users.tensor_split(shard[1])[shard[0]]
         pairs = model.pair_scorer(graphs)
         run = evaluate_full if pairs is None else evaluate_ranks
         return run(model.scorer(graphs) if pairs is None else pairs, users, test, exclude, data.meta.n_items,

@@ -22,6 +22,7 @@ from typing import Any, Callable, TextIO
 import numpy as np
 import torch
 
+from graphrec import distributed
 from graphrec import snapshot as snap
 from graphrec.config import TrainConfig
 from graphrec.evaluate import evaluate_split
@@ -81,16 +82,41 @@ class FitResult:
 def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,
         device: str = "auto", resume: bool = False, log: TextIO | None = STDERR,
         on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
-    """Train ``model_name`` into ``run_dir`` (held exclusively meanwhile: see ``runs.run_lock``)."""
-    with run_lock(Path(run_dir)):
-        return _fit(model_name, params, tc, snapshot_path, run_dir, device=device, resume=resume, log=log,
-                    on_epoch=on_epoch)
+    """Train ``model_name`` into ``run_dir`` (held exclusively meanwhile: see ``runs.run_lock``).
+    Under torchrun every process calls this; graphrec.distributed says how they share the work."""
+    ctx = distributed.from_env()
+    dev = distributed.device_for(ctx, pick_device(device))
+    owned = distributed.start(ctx, dev)
+    try:
+        run_dir = Path(distributed.broadcast(ctx, str(run_dir)))  # a default name may differ per process
+        if not ctx.leader:
+            return _fit(model_name, params, tc, snapshot_path, run_dir, dev=dev, ctx=ctx, resume=resume, log=None,
+                        on_epoch=on_epoch)
+        with run_lock(run_dir):
+            return _fit(model_name, params, tc, snapshot_path, run_dir, dev=dev, ctx=ctx, resume=resume, log=log,
+                        on_epoch=on_epoch)
+    finally:
+        if owned:
+            distributed.stop()
 
 
-def _fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: str | Path, *,
-         device: str, resume: bool, log: TextIO | None, on_epoch: Callable[[int, dict], None] | None) -> FitResult:
-    dev = pick_device(device)
-    run_dir = Path(run_dir)
+def _evaluate(model, graphs, data: TrainData, split: str, tc: TrainConfig, dev: torch.device,
+              ctx: distributed.Context) -> dict:
+    """evaluate_split, sharded by users over the processes of a distributed run."""
+    if not ctx.active:
+        return evaluate_split(model, graphs, data, split, tc.ks, tc.eval_batch_size, dev)
+    part = evaluate_split(model, graphs, data, split, tc.ks, tc.eval_batch_size, dev, per_user=True,
+                          shard=(ctx.rank, ctx.world))
+    keys = sorted(k for k in part if k != "users")
+    sums = distributed.total(ctx, torch.tensor([float(part[k].sum()) for k in keys] + [float(part["users"].numel())],
+                                               dtype=torch.float64)).tolist()
+    n = int(sums[-1])
+    return {**{k: v / n if n else math.nan for k, v in zip(keys, sums)}, "users": n}
+
+
+def _fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path, run_dir: Path, *,
+         dev: torch.device, ctx: distributed.Context, resume: bool, log: TextIO | None,
+         on_epoch: Callable[[int, dict], None] | None) -> FitResult:
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     s = snap.read(snapshot_path)
@@ -122,30 +148,53 @@ def _fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Pat
         if dev.type == "cuda" and ckpt.get("cuda_rng"):
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         state = json.loads(ckpt["state"])
-        # metrics written after the checkpoint (a run stopped between evaluations) are redone
-        rows = (run_dir / METRICS_FILE).read_text().splitlines()
-        (run_dir / METRICS_FILE).write_text("".join(r + "\n" for r in rows[:state["epoch"]]))
-        info = dataclasses.replace(info, files=prev.files)  # the hashes of the files written so far
-        write_atomic(run_dir / RUN_FILE, info.to_json().encode())  # epochs and patience may change on resume
+        distributed.barrier(ctx)  # every process has read the run before rank 0 rewrites its records
+        if ctx.leader:
+            # metrics written after the checkpoint (a run stopped between evaluations) are redone
+            rows = (run_dir / METRICS_FILE).read_text().splitlines()
+            (run_dir / METRICS_FILE).write_text("".join(r + "\n" for r in rows[:state["epoch"]]))
+            info = dataclasses.replace(info, files=prev.files)  # the hashes of the files written so far
+            write_atomic(run_dir / RUN_FILE, info.to_json().encode())  # epochs and patience may change on resume
         _say(log, f"resuming {run_dir} after epoch {state['epoch']}")
     else:
         if (run_dir / METRICS_FILE).exists():
             raise TrainError(f"run directory {run_dir} already holds a run; pass --resume to continue it or "
                              "choose another --run")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / RUN_FILE, info.to_json().encode())
+        distributed.barrier(ctx)  # every process has checked before rank 0 writes
+        if ctx.leader:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(run_dir / RUN_FILE, info.to_json().encode())
     how = (f"early stop on {data.selection} by {tc.metric}" if data.selection else
            f"{tc.epochs} epochs, test evaluated once at the end")
+    procs = f" | {ctx.world} processes" if ctx.active else ""
     _say(log, f"{model_name} on {s.dataset} ({data.meta.n_users:,} users, {data.meta.n_items:,} items, behaviors "
-              f"{' → '.join(data.meta.behaviors)}) | device {dev} | protocol {tc.protocol}: {how} | run {run_dir}")
-    metrics_f = open(run_dir / METRICS_FILE, "a")
+              f"{' → '.join(data.meta.behaviors)}) | device {dev}{procs} | protocol {tc.protocol}: {how} "
+              f"| run {run_dir}")
+    metrics_f = open(run_dir / METRICS_FILE, "a") if ctx.leader else None
+    net = distributed.wrap(model, ctx, dev) if ctx.active else None
+
+    def losses(batches):
+        for b in batches:
+            if net is None:
+                yield model.loss(b, graphs)
+                continue
+            local, weight = distributed.shard(b, model.batching, data.meta.target, ctx)
+            loss, parts = net(local, graphs)
+            if model.loss_reduction == "mean":
+                loss, parts = loss * weight, {k: v * weight for k, v in parts.items()}
+            yield loss, parts
+
     stopped_early = False
     try:
         for epoch in range(state["epoch"], tc.epochs):
             model.train()
             t0 = time.perf_counter()
             batches = model_batches(model, data, tc.batch_size, tc.drop_last, gen, dev)
-            total, mean_loss, mean_parts = optimize_epoch((model.loss(b, graphs) for b in batches), opt)
+            total, mean_loss, mean_parts = optimize_epoch(losses(batches), opt)
+            if ctx.active:  # the step's loss is the mean over processes of theirs
+                g = distributed.mean(ctx, {"total": total, "loss": mean_loss})
+                total, mean_loss = g["total"], g["loss"]
+                mean_parts = distributed.mean(ctx, mean_parts)
             if not math.isfinite(total):
                 raise TrainError(f"epoch {epoch + 1}: the loss is {total}; lower train.lr or check the params")
             epoch_s = time.perf_counter() - t0
@@ -155,27 +204,22 @@ def _fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Pat
             checkpoint = (epoch + 1) % tc.eval_every == 0 or last
             if data.selection is not None and checkpoint:
                 t1 = time.perf_counter()
-                m = evaluate_split(model, graphs, data, data.selection, tc.ks, tc.eval_batch_size, dev)
+                m = _evaluate(model, graphs, data, data.selection, tc, dev, ctx)
                 row.update({"split": data.selection, **m, "eval_seconds": round(time.perf_counter() - t1, 3)})
                 line += "  " + "  ".join(f"{data.selection} {k} {m[k]:.4f}" for k in m if "@" in k)
                 value = m[tc.metric]
                 if state["best"] is None or value >= state["best"]:
                     state.update(best=value, best_epoch=epoch + 1, bad=0)
-                    save_weights({"model": model.state_dict()}, run_dir, BEST)
+                    if ctx.leader:
+                        save_weights({"model": model.state_dict()}, run_dir, BEST)
                     line += "  *"
                 else:
                     state["bad"] += 1
             state["epoch"] = epoch + 1
-            metrics_f.write(json.dumps(row) + "\n")
-            metrics_f.flush()
             _say(log, line)
-            if data.selection is None and last:
-                save_weights({"model": model.state_dict()}, run_dir, BEST)  # fixed: the final weights
-            if checkpoint:
-                cuda_rng = torch.cuda.get_rng_state_all() if dev.type == "cuda" else []  # dropout on the GPU
-                save_weights({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                              "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "state": json.dumps(state)},
-                             run_dir, CHECKPOINT)
+            if ctx.leader:
+                _record(run_dir, metrics_f, row, model, opt, gen, state, dev,
+                        final_weights=data.selection is None and last, checkpoint=checkpoint)
             if on_epoch is not None:
                 on_epoch(epoch + 1, row)
             if state["bad"] >= tc.patience:
@@ -183,8 +227,10 @@ def _fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Pat
                 _say(log, f"no improvement of {data.selection} {tc.metric} for {tc.patience} evaluations: stopping")
                 break
     finally:
-        metrics_f.close()
-    final = finish(run_dir, log=log, device=str(dev))
+        if metrics_f is not None:
+            metrics_f.close()
+    # rank 0 evaluates the best weights and writes the results; the others wait for them
+    final = distributed.broadcast(ctx, finish(run_dir, log=log, device=str(dev)) if ctx.leader else None)
     return FitResult(run_dir, {"epoch": state["best_epoch"], tc.metric: state["best"]}, final, state["epoch"],
                      stopped_early)
 
@@ -247,6 +293,20 @@ def plot_curve(run_dir: Path, rows: list[dict], metric: str) -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _record(run_dir: Path, metrics_f: TextIO, row: dict, model, opt, gen: torch.Generator, state: dict,
+            dev: torch.device, *, final_weights: bool, checkpoint: bool) -> None:
+    """The epoch's metrics line, the final weights of a fixed-budget run, and the checkpoint."""
+    metrics_f.write(json.dumps(row) + "\n")
+    metrics_f.flush()
+    if final_weights:
+        save_weights({"model": model.state_dict()}, run_dir, BEST)  # fixed: the final weights
+    if checkpoint:
+        cuda_rng = torch.cuda.get_rng_state_all() if dev.type == "cuda" else []  # dropout on the GPU
+        save_weights({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                      "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "state": json.dumps(state)},
+                     run_dir, CHECKPOINT)
 
 
 def _say(stream: TextIO | None, text: str) -> None:

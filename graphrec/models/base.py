@@ -48,6 +48,11 @@ class Batch:
     pos: dict[str, Tensor] = field(default_factory=dict)  # relation -> item per user row
     neg: dict[str, Tensor] = field(default_factory=dict)  # relation -> sampled negative item(s) per row
     pairs: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
+    #: The step's users are shared by this many processes (graphrec.distributed). A model whose loss
+    #: is a sum over users (``loss_reduction = "sum"``) counts those terms ``ranks`` times and its
+    #: terms over all items once, so that the mean over processes, which is what DDP's averaged
+    #: gradients follow, is the one-process loss of the whole step.
+    ranks: int = 1
 
 
 Graphs = Mapping[str, SparseAdj]
@@ -68,6 +73,10 @@ class Recommender(nn.Module):
     """
 
     batching: ClassVar[str] = "users"
+    #: "sum": the loss is a sum of per-user terms plus terms over all items (whole-data models; they
+    #: honour ``Batch.ranks``); "mean": a mean over the batch's pairs (BPR, BCE), which the
+    #: distributed trainer reweights by each process's share of the pairs.
+    loss_reduction: ClassVar[str] = "mean"
     stage: ClassVar[str] = "recall"  # the ranking stage's models (graphrec.ranking) say "ranking"
 
     @staticmethod
@@ -178,7 +187,7 @@ def weighted_whole_data_loss(meta: GraphMeta, users: Tensor, items: Tensor, vect
     for k, b in enumerate(meta.behaviors):
         if coefficient[k] == 0:
             continue
-        lk = whole_data_loss(users, items, vectors[k], *batch.positives[b], neg_weight[k])
+        lk = batch.ranks * whole_data_loss(users, items, vectors[k], *batch.positives[b], neg_weight[k])
         parts[f"loss_{b}"] = float(lk.detach())
         total = total + coefficient[k] * lk
     return total, parts

@@ -60,6 +60,7 @@ def _uniform(*shape: int, bound: float) -> nn.Parameter:
 
 class EHCF(GraphFreeRecommender):
     batching = "users"
+    loss_reduction = "sum"
     config_key = "ehcf"  # the models.<key> section its params come from
 
     def __init__(self, params: EHCFParams, meta: GraphMeta):

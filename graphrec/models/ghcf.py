@@ -49,6 +49,7 @@ class GHCFParams:
 
 class GHCF(Recommender):
     batching = "users"
+    loss_reduction = "sum"
     config_key = "ghcf"  # the models.<key> section its params come from
     #: A training step computes the last layer for the batch's users and every item only (all the
     #: loss reads); False computes every row as evaluation does (the same loss; the tests compare).
@@ -102,7 +103,7 @@ class GHCF(Recommender):
             users, items = e[:nu][batch.users], e[nu:]
         total, parts = weighted_whole_data_loss(self.meta, users, items, rbar, batch, p.coefficient,
                                                 p.neg_weight)
-        reg = l2(users) + l2(items)
+        reg = batch.ranks * l2(users) + l2(items)
         parts["reg"] = float(reg.detach()) * p.decay
         return total + p.decay * reg, parts
 

@@ -84,6 +84,7 @@ class HPMRParams:
 
 class HPMR(Recommender):
     batching = "users"
+    loss_reduction = "sum"
     config_key = "hpmr"  # the models.<key> section its params come from
     #: A training step computes the batch's user rows only where the loss reads them (forward's
     #: ``batch_users``). False computes every row as evaluation does: the same loss, slower; the
@@ -259,18 +260,20 @@ class HPMR(Recommender):
                     rel = self._unique_relation(meta.behaviors.index(i))
                     lk = lk + a_unique * whole_data_loss(take(noise_users), noise_items, rel,
                                                          *batch.positives[derived_name(i, j)], p.unique_neg_weight)
+            lk = batch.ranks * lk
             parts[f"loss_{b}"] = float(lk.detach())
             total = total + p.coefficient[k] * lk
         t_users, t_items = out["parts"][meta.target]
         # A zero weight skips its term: 0 * l2(x) would still send a (zero) gradient through x.
         reg = torch.zeros((), device=users.device)
+        r = batch.ranks  # the user rows' terms count once per process sharing the step (Batch.ranks)
         if a_main:
-            reg = reg + a_main * l2(take(t_users))
+            reg = reg + a_main * r * l2(take(t_users))
         if a_transfer:
-            reg = reg + a_transfer * (l2(take(out["u"][meta.target])) + l2(t_items))
+            reg = reg + a_transfer * (r * l2(take(out["u"][meta.target])) + l2(t_items))
         if a_unique and p.use_urs and out["unique"]:
             last_users, last_items = out["unique"][meta.pairs()[-1]]
-            reg = reg + a_unique * (l2(take(last_users)) + l2(last_items))
+            reg = reg + a_unique * (r * l2(take(last_users)) + l2(last_items))
         parts["reg"] = float(reg.detach()) * p.decay
         return total + p.decay * reg, parts
 
