@@ -163,8 +163,12 @@ def ablation_report(dataset: str, out: Path, ablations: list[tuple[str, float | 
     upto = f" up to epoch {budget}" if budget else ""
     status = f"best test evaluation{upto} of the hpmr run" if within else f"no test evaluation{upto} in the hpmr run"
     hr_full, _, full_status, finished = run_status(out / "hpmr")
-    if not within and finished and (budget is None or f"of {budget} (fixed" in full_status):
-        full, status = hr_full, f"the hpmr run, {full_status}"  # `fixed`: the same budget, tested once
+    hpmr_run = out / "hpmr" / "run.json"
+    same_budget = budget is None or (hpmr_run.is_file()
+                                     and json.loads(hpmr_run.read_text())["train"]["epochs"] == budget)
+    if not within and finished and same_budget:
+        # `fixed` and `honest` test once, at the end: the finished run under the same epoch budget
+        full, status = hr_full, f"the hpmr run, {full_status}"
     pub = (published(dataset, "hpmr") or (None,))[0]
     rows = [["hpmr (full)", _f(full), _f(pub), _rel(full, pub), views(dataset, "hpmr"), status]]
     for variant, hr, variant_status, _ in ablations:
