@@ -108,7 +108,7 @@ class RunBusy(UserError):
 
 
 LOCK_FILE = ".lock"
-_held: dict[Path, list] = {}  # run dir -> [open lock file, depth]: re-entrant within one process
+_held: set[Path] = set()  # run dirs this process holds: the lock is re-entrant within one process
 
 
 @contextlib.contextmanager
@@ -118,11 +118,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     Held locks die with their process, so a killed run never leaves the directory locked."""
     run_dir = Path(run_dir).resolve()
     if run_dir in _held:
-        _held[run_dir][1] += 1
-        try:
-            yield
-        finally:
-            _held[run_dir][1] -= 1
+        yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     fh = open(run_dir / LOCK_FILE, "a+")
@@ -132,11 +128,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         fh.close()
         raise RunBusy(f"run directory {run_dir} is in use by another graphrec process; wait for it to finish "
                       "or choose another --run") from None
-    _held[run_dir] = [fh, 0]
+    _held.add(run_dir)
     try:
         yield
     finally:
-        del _held[run_dir]
+        _held.discard(run_dir)
         fh.close()  # closing releases the lock
 
 
