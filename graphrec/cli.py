@@ -657,16 +657,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_freed_memory()
     try:
         func: Callable[[argparse.Namespace], int] = args.func
-        return func(args)
+        code = func(args)
     except KeyboardInterrupt:
         _log("interrupted")
-        return 130
+        code = 130
     except Exception as exc:
         code = exit_code(exc)
         if code is None:
             raise
         _log(f"error: {exc}")
-        return code
+    if args.command == "train":
+        from graphrec import distributed
+
+        if distributed.from_env().active:
+            distributed.leave(code)  # see there: a torchrun worker must not reach finalization
+    return code
 
 
 if __name__ == "__main__":

@@ -87,17 +87,21 @@ def fit(model_name: str, params: Any, tc: TrainConfig, snapshot_path: str | Path
     ctx = distributed.from_env()
     dev = distributed.device_for(ctx, pick_device(device))
     owned = distributed.start(ctx, dev)
+    finished = False
     try:
         run_dir = Path(distributed.broadcast(ctx, str(run_dir)))  # a default name may differ per process
         if not ctx.leader:
-            return _fit(model_name, params, tc, snapshot_path, run_dir, dev=dev, ctx=ctx, resume=resume, log=None,
-                        on_epoch=on_epoch)
-        with run_lock(run_dir):
-            return _fit(model_name, params, tc, snapshot_path, run_dir, dev=dev, ctx=ctx, resume=resume, log=log,
-                        on_epoch=on_epoch)
+            result = _fit(model_name, params, tc, snapshot_path, run_dir, dev=dev, ctx=ctx, resume=resume, log=None,
+                          on_epoch=on_epoch)
+        else:
+            with run_lock(run_dir):
+                result = _fit(model_name, params, tc, snapshot_path, run_dir, dev=dev, ctx=ctx, resume=resume,
+                              log=log, on_epoch=on_epoch)
+        finished = True
+        return result
     finally:
         if owned:
-            distributed.stop()
+            distributed.stop(finished=finished)
 
 
 def _evaluate(model, graphs, data: TrainData, split: str, tc: TrainConfig, dev: torch.device,
