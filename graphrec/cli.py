@@ -328,11 +328,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
         _log(f"  {done:,} / {total:,} rows ({done / max(seconds, 1e-9):,.0f} rows/s)")
 
     p, r = synthesize(args.like, args.events, args.out, cfg=cfg, seed=args.seed, users=args.users, items=args.items,
-                      progress=progress)
+                      progress=progress, snapshot=args.snapshot)
     if args.profile_out:
         Path(args.profile_out).write_text(p.to_json() + "\n")
     print(f"wrote {r.path}: {r.rows:,} rows, {r.users:,} users, {r.items:,} items in {r.seconds:.1f} s "
           f"({r.rows / max(r.seconds, 1e-9):,.0f} rows/s), shaped like {p.source}")
+    if r.snapshot is not None:
+        print(f"wrote the snapshot {r.snapshot} (train on it with graphrec train --snapshot {r.snapshot})")
     print(format_table(["pattern of a (user, item) pair", f"share in {p.source}"],
                        [[k, f"{v:.4f}"] for k, v in sorted(p.patterns.items(), key=lambda kv: -kv[1])]))
     return 0
@@ -518,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--users", type=_count, help="at most this many users (default: as many as the rows need)")
     sy.add_argument("--items", type=_count, help="catalogue size (default: the real log's items per user)")
     sy.add_argument("--profile-out", help="also write the measured profile as JSON")
+    sy.add_argument("--snapshot", help="also write the log's snapshot to this folder, as ingest + export would "
+                    "(no database; its name is the data set's): for cost curves and hosts without Neo4j")
     sy.set_defaults(func=cmd_synth)
 
     ds = sub.add_parser("datasets", help="the public data sets graphrec knows: list, info, fetch (verified), path",

@@ -27,7 +27,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +131,7 @@ class SynthResult:
     users: int
     items: int
     seconds: float
+    snapshot: Path | None = None
 
 
 def sizes_for(p: Profile, events: int, users: int | None = None, items: int | None = None) -> tuple[int, int]:
@@ -279,9 +280,11 @@ class _Writer:
 
 
 def synthesize(like: str | Path, events: int, out: str | Path, *, cfg=None, seed: int = 0,
-               users: int | None = None, items: int | None = None, progress=None) -> tuple[Profile, SynthResult]:
+               users: int | None = None, items: int | None = None, progress=None,
+               snapshot: str | Path | None = None) -> tuple[Profile, SynthResult]:
     """Profile ``like`` (a registered data set's name, found or fetched, or a log graphrec reads,
-    with ``cfg``'s ingest settings: columns, behaviors, codes) and write a log of ``events`` rows."""
+    with ``cfg``'s ingest settings: columns, behaviors, codes) and write a log of ``events`` rows;
+    with ``snapshot``, also the snapshot of that log (:func:`snapshot_from_log`)."""
     from graphrec import datasets
     from graphrec.ingest.readers import read_source
 
@@ -295,7 +298,23 @@ def synthesize(like: str | Path, events: int, out: str | Path, *, cfg=None, seed
                        getattr(cfg, "columns", None), behavior_values=getattr(cfg, "behavior_values", None),
                        time_format=getattr(cfg, "time_format", None), test_file=test_file)
     p = profile(data.frame, data.behaviors.order, str(like))
-    return p, generate(p, events, out, seed=seed, users=users, items=items, progress=progress)
+    result = generate(p, events, out, seed=seed, users=users, items=items, progress=progress)
+    if snapshot is not None:
+        result = replace(result, snapshot=snapshot_from_log(result.path, snapshot, dataset=Path(snapshot).name))
+    return p, result
+
+
+def snapshot_from_log(log: str | Path, out: str | Path, *, dataset: str, split=None) -> Path:
+    """The snapshot of a long-format log (user, item, behavior, timestamp), written to ``out`` without
+    a database: what ingest + export would give (graphrec.ingest.bulk.snapshot_of; the test split is
+    each user's last purchase by time, one seeded validation purchase beside it)."""
+    from graphrec import snapshot as snap
+    from graphrec.config import SplitConfig
+    from graphrec.ingest import bulk, load
+    from graphrec.ingest.readers import read_source
+
+    prepared = load.prepare(read_source(Path(log)), dataset, split or SplitConfig())
+    return snap.write(bulk.snapshot_of(prepared, source={"log": str(log)}), out)
 
 
 def parse_count(text: str) -> int:

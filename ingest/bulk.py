@@ -87,6 +87,60 @@ def derive(up_u: np.ndarray, up_i: np.ndarray, down_u: np.ndarray, down_i: np.nd
     return ~np.isin(up_u.astype(np.int64) * n + up_i, down_u.astype(np.int64) * n + down_i)
 
 
+def derived_edges(prepared: load.PreparedData, codes: dict[str, tuple[np.ndarray, np.ndarray]], rel,
+                  n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One derived relation's edges as (user code, item code) and, where its downstream is the target
+    with held-out purchases, each edge's ``holdout`` (the split of the held-out purchase that would
+    otherwise have removed it; None elsewhere). ``codes``: each behavior's integer codes."""
+    up_u, up_i = codes[rel.upstream]
+    down = prepared.edges[rel.downstream]
+    train = (down["split"] == "train").to_numpy() if "split" in down else np.ones(len(down), bool)
+    du, di = codes[rel.downstream]
+    keep = derive(up_u, up_i, du[train], di[train], n_items)
+    ku, ki = up_u[keep], up_i[keep]
+    if rel.downstream != prepared.behaviors.target or train.all():
+        return ku, ki, None
+    held = ~train
+    at = pd.Index(du[held].astype(np.int64) * n_items + di[held]).get_indexer(ku.astype(np.int64) * n_items + ki)
+    if not (at >= 0).any():
+        return ku, ki, None
+    split = down["split"].to_numpy()[held]
+    return ku, ki, np.where(at >= 0, split[np.maximum(at, 0)], None)
+
+
+def snapshot_of(prepared: load.PreparedData, source: dict | None = None):
+    """The snapshot ``graphrec export`` would write after ingesting ``prepared``, built without a
+    database: the same node ids (graphrec.snapshot.sort_keys), relations, splits, holdouts, ``ts``
+    and ``count`` columns, and snapshot.build's checks. For graphs made where no Neo4j runs (the
+    synthetic cost curve, a GPU host); the graph of record stays the one in Neo4j."""
+    from graphrec import snapshot as snap
+
+    users, items = snap.sort_keys(prepared.users.tolist()), snap.sort_keys(prepared.items.tolist())
+    user_keys, item_keys = pa.array(users), pa.array(items)
+    codes = {b: (_codes(e["user"], user_keys), _codes(e["item"], item_keys)) for b, e in prepared.edges.items()}
+    edges: dict[str, dict[str, np.ndarray]] = {}
+    for b, e in prepared.edges.items():
+        cols = {"user": codes[b][0], "item": codes[b][1]}
+        if "split" in e:
+            cols["split"] = e["split"].map(snap.SPLIT_CODES).to_numpy(np.int8)
+        if "ts" in e and e["ts"].notna().any():
+            cols["ts"] = e["ts"].astype("Int64").to_numpy(np.int64, na_value=snap.NO_TS)
+        count = e["count"].to_numpy()
+        if (count > 1).any():
+            cols["count"] = count.astype(np.int32)
+        edges[b] = cols
+    for rel in prepared.behaviors.derived:
+        ku, ki, holdout = derived_edges(prepared, codes, rel, len(items))
+        edges[rel.name] = {"user": ku, "item": ki}
+        if rel.downstream == prepared.behaviors.target:
+            edges[rel.name]["holdout"] = (np.full(len(ku), snap.NO_HOLDOUT, np.int8) if holdout is None else
+                                          pd.Series(holdout).map(snap.SPLIT_CODES).fillna(snap.NO_HOLDOUT)
+                                          .to_numpy(np.int8))
+    return snap.build(prepared.dataset, prepared.behaviors, users, items, edges,
+                      source={"dataset_fingerprint": prepared.fingerprint, "split_method": prepared.split_method,
+                              "built": "from the log, without a database", **(source or {})})
+
+
 def _write_csv(table: pa.Table, path: Path) -> None:
     pacsv.write_csv(table, path, pacsv.WriteOptions(include_header=True, quoting_style="needed"))
 
@@ -139,26 +193,15 @@ def write_import_files(prepared: load.PreparedData, folder: Path, progress: Prog
 
     for rel in prepared.behaviors.derived:
         with progress.phase(f"bulk files: {rel.rel_type}", total=prepared.expected[rel.rel_type]) as ph:
-            up_u, up_i = codes[rel.upstream]
-            down = prepared.edges[rel.downstream]
-            train = (down["split"] == "train").to_numpy() if "split" in down else np.ones(len(down), bool)
-            du, di = codes[rel.downstream]
-            keep = derive(up_u, up_i, du[train], di[train], n_i)
-            ku, ki = up_u[keep], up_i[keep]
+            ku, ki, holdout = derived_edges(prepared, codes, rel, n_i)
             cols = {":START_ID": pa.array(ku.astype(np.int64)), ":END_ID": pa.array(ki.astype(np.int64) + n_u)}
-            if rel.downstream == target and not train.all():
-                # the split of the held-out purchase that would otherwise have removed the edge
-                held = ~train
-                at = pd.Index(du[held].astype(np.int64) * n_i + di[held]).get_indexer(ku.astype(np.int64) * n_i + ki)
-                split = down["split"].to_numpy()[held]
-                if (at >= 0).any():
-                    cols["holdout"] = pa.array(np.where(at >= 0, split[np.maximum(at, 0)], None).tolist(),
-                                               type=pa.string())
+            if holdout is not None:
+                cols["holdout"] = pa.array(holdout.tolist(), type=pa.string())
             path = folder / f"{rel.rel_type.lower()}.csv"
             _write_csv(pa.table(cols), path)
-            ph.advance(int(keep.sum()))
+            ph.advance(len(ku))
         args.append(f"--relationships={rel.rel_type}={path}")
-        written += int(keep.sum())
+        written += len(ku)
     return args, written
 
 

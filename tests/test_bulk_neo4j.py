@@ -197,3 +197,25 @@ def test_bulk_with_a_uri_is_refused_before_reading(tiny_csv, capsys, tmp_path):
                  "--uri", "bolt://db.example:7687"])
     err = capsys.readouterr().err
     assert code == 2 and "--bulk" in err and "drop --bulk" in err and "db.example:7687" in err
+
+
+@pytest.mark.neo4j
+@pytest.mark.parametrize("valid", [False, True])
+def test_a_snapshot_built_from_the_log_is_the_exported_one(neo4j_db, tmp_path, dataset_name, valid):
+    from graphrec.export import export_dataset
+
+    prepared = load.prepare(read_source(synthetic_log(tmp_path / "log.csv")), dataset_name,
+                            SplitConfig(valid=valid))
+    load.ingest(neo4j_db.driver, prepared)
+    exported = export_dataset(neo4j_db.driver, dataset_name, tmp_path / "exported").snapshot
+    built = bulk.snapshot_of(prepared)
+    assert list(built.users.keys) == list(exported.users.keys) and list(built.items.keys) == list(exported.items.keys)
+    assert built.relations.keys() == exported.relations.keys()
+    for name, rel in exported.relations.items():
+        got = built.relations[name].columns()
+        assert got.keys() == rel.columns().keys(), name
+        for col, values in rel.columns().items():
+            np.testing.assert_array_equal(got[col], values, err_msg=f"{name}.{col}")
+    holdouts = exported.relations["cart_not_buy"].split_counts()
+    assert holdouts.get("test", 0) > 0 and (holdouts.get("valid", 0) > 0) == valid  # the marks are compared
+    assert "ts" in exported.relations["view"].columns() and "count" in exported.relations["view"].columns()
