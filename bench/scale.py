@@ -81,7 +81,8 @@ def one(snapshot: Path, model_name: str, steps: int, config: Path, device_name: 
             "epoch_s": n * statistics.median(times), "setup_s": setup, "eval_s": evaluation, "eval_users": m["users"],
             "hr@10": m["hr@10"], "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "cuda_max_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"}
+            "device": (torch.cuda.get_device_name() if device.type == "cuda"
+                       else f"cpu, {torch.get_num_threads()} threads")}
 
 
 def _sync(device: torch.device) -> None:

@@ -172,7 +172,6 @@ def write_import_files(prepared: load.PreparedData, folder: Path, progress: Prog
         user_keys, item_keys = pa.array(users), pa.array(items)
         codes = {b: (_codes(e["user"], user_keys), _codes(e["item"], item_keys)) for b, e in prepared.edges.items()}
         ph.advance(sum(len(e) for e in prepared.edges.values()))
-    target = prepared.behaviors.target
     written = 0
     for b, e in prepared.edges.items():
         with progress.phase(f"bulk files: {rel_type(b)}", total=len(e)) as ph:
