@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 import torch
-from propagation import load_edges, sync, time_methods
+from propagation import load_edges, time_methods
+from scale import build
 
 from graphrec.adjacency import SparseAdj, csr_tensor, normalized_bipartite, spmm
 from graphrec.malloc import keep_freed_memory
@@ -116,16 +117,14 @@ def _steps_per_epoch(snapshot: str, model: str, size: int) -> int:
     from dataclasses import replace
 
     from graphrec import snapshot as snap
-    from graphrec.config import load_config, model_params, train_config
-    from graphrec.models import build_model, get_model
-    from graphrec.sampling import TrainData, model_batches
+    from graphrec.config import load_config, train_config
+    from graphrec.sampling import model_batches
 
     s = snap.read(snapshot)
     preset = ROOT / "configs" / f"{s.dataset}.yaml"
     cfg = load_config(preset if preset.exists() else None, [])
     tc = replace(train_config(cfg, model), protocol="fixed", batch_size=size)
-    data = TrainData.for_model(s, tc, get_model(model).cls, "cpu")
-    net = build_model(model, model_params(cfg, model), data.meta)
+    data, _, net = build(s, cfg, tc, model, torch.device("cpu"))
     return sum(1 for _ in model_batches(net, data, size, tc.drop_last, torch.Generator().manual_seed(0), "cpu"))
 
 
@@ -181,10 +180,9 @@ def main() -> None:
         print(json.dumps({**r, "seconds": time.perf_counter() - t}))
         return
     if args.what == "spmm":
-        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                              "cpu" if args.device == "auto" else args.device)
-        text = spmm_knobs(device, args.repeats)
-        sync(device)
+        from graphrec.runs import pick_device
+
+        text = spmm_knobs(pick_device(args.device), args.repeats)
     else:
         text = batch_knob(args.snapshot, args.model, [int(x) for x in args.sizes.split(",")], args.epochs,
                           args.threads, out)

@@ -34,14 +34,25 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def build(s, cfg, tc, model_name: str, device: torch.device):
+    """The training data, graphs and model of ``model_name`` on snapshot ``s`` (config ``cfg``, settings ``tc``)."""
+    from graphrec.config import model_params
+    from graphrec.models import build_model, get_model
+    from graphrec.sampling import TrainData
+
+    cls = get_model(model_name).cls
+    data = TrainData.for_model(s, tc, cls, device)
+    graphs = data.graphs(cls.relations(data.meta), device)
+    return data, graphs, build_model(model_name, model_params(cfg, model_name), data.meta).to(device)
+
+
 def one(snapshot: Path, model_name: str, steps: int, config: Path, device_name: str) -> dict:
     from graphrec import snapshot as snap
-    from graphrec.config import load_config, model_params, train_config
+    from graphrec.config import load_config, train_config
     from graphrec.evaluate import evaluate_split
-    from graphrec.models import build_model, get_model
     from graphrec.optimize import make_optimizer
     from graphrec.runs import pick_device
-    from graphrec.sampling import TrainData, model_batches
+    from graphrec.sampling import model_batches
 
     device = pick_device(device_name)
     cfg = load_config(config, [])
@@ -49,9 +60,7 @@ def one(snapshot: Path, model_name: str, steps: int, config: Path, device_name: 
     s = snap.read(snapshot)
     torch.manual_seed(tc.seed)
     t0 = time.perf_counter()
-    data = TrainData.for_model(s, tc, get_model(model_name).cls, device)
-    graphs = data.graphs(get_model(model_name).cls.relations(data.meta), device)
-    model = build_model(model_name, model_params(cfg, model_name), data.meta).to(device)
+    data, graphs, model = build(s, cfg, tc, model_name, device)
     opt = make_optimizer(model, tc)
     setup = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(tc.seed)

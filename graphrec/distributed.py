@@ -94,8 +94,8 @@ def leave(code: int) -> NoReturn:
     With torch 2.13, once DDP has wrapped a module the gloo process group outlives
     ``destroy_process_group`` (its worker threads keep running). A worker thread that drops the last
     collective's tensors needs the GIL; asked for while the interpreter finalizes, the thread exits
-    inside a C++ destructor and the process dies in std::terminate (SIGABRT after a finished run,
-    about one run in 20 on 2 cores). Nothing is left to finalize: rank 0 has written the run
+    inside a C++ destructor and the process dies in std::terminate (SIGABRT after a finished run:
+    1 of 12 two-process runs on 2 cores). Nothing is left to finalize: rank 0 has written the run
     atomically and every process has passed ``stop``'s barrier."""
     sys.stdout.flush()
     sys.stderr.flush()

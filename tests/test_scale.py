@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from graphrec import snapshot as snap
+from graphrec.ingest import bulk
 from graphrec.schema import Behaviors
 
 N = 100_000
@@ -43,8 +44,8 @@ def wide(tmp_path_factory):
     first = np.flatnonzero(np.r_[True, buy[1:, 0] != buy[:-1, 0]])
     split[first[buy[first, 0] < 2000]] = snap.SPLIT_CODES["test"]
     behaviors = Behaviors(("cart", "buy"))
-    bought = set(map(tuple, buy[split == snap.SPLIT_CODES["train"]].tolist()))
-    keep = np.array([(u, i) not in bought for u, i in cart.tolist()])
+    train = buy[split == snap.SPLIT_CODES["train"]]
+    keep = bulk.derive(cart[:, 0], cart[:, 1], train[:, 0], train[:, 1], N)
     s = snap.build("wide", behaviors, [str(k) for k in range(N)], [str(k) for k in range(N)], {
         "cart": {"user": cart[:, 0], "item": cart[:, 1]},
         "buy": {"user": buy[:, 0], "item": buy[:, 1], "split": split},
