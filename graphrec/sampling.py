@@ -16,7 +16,7 @@ from graphrec.evaluate import UserItems
 from graphrec.models import GraphMeta, Recommender
 from graphrec.models.base import Batch
 from graphrec.runs import TrainError
-from graphrec.schema import derived_name
+from graphrec.schema import derived_name, set_operation
 
 
 @dataclass
@@ -86,8 +86,28 @@ class TrainData:
                                  device, order)
 
     def graphs(self, names: tuple[str, ...], device: torch.device | str) -> dict[str, SparseAdj]:
-        return {n: normalized_bipartite(*self.edges[n], self.meta.n_users, self.meta.n_items, device=device)
+        return {n: normalized_bipartite(*self.graph_edges(n), self.meta.n_users, self.meta.n_items, device=device)
                 for n in names}
+
+    def graph_edges(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Training edges of a relation, or of a set operation on relations (``view&buy``, the views
+        that are training purchases; ``view|cart|buy``, the pairs with any of the three), sorted by
+        (user, item)."""
+        if name in self.edges:
+            return self.edges[name]
+        op = set_operation(name)
+        if op is None or any(p not in self.edges for p in op[1]):
+            raise TrainError(f"graph {name!r} is neither a relation the model loaded ({', '.join(self.edges)}) "
+                             "nor a set operation on them; the model's relations() and label_relations() disagree")
+        n = np.int64(self.meta.n_items)
+        keys = [self.edges[p][0].astype(np.int64) * n + self.edges[p][1] for p in op[1]]
+        if op[0] == "or":
+            key = np.unique(np.concatenate(keys))
+        else:
+            key = np.unique(keys[0])
+            for k in keys[1:]:
+                key = np.intersect1d(key, k)
+        return (key // n).astype(np.int32), (key % n).astype(np.int32)
 
 
 def _truncated(users: np.ndarray, items: np.ndarray, n_users: int, percentile: float) -> UserItems:

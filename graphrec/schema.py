@@ -95,6 +95,32 @@ def derived_name(upstream: str, downstream: str) -> str:
     return f"{upstream}_not_{downstream}"
 
 
+#: Graphs a model may propagate over that are set operations on the training edges of behaviors
+#: (MuLe's unified and target-intersected graphs). They exist only in training, never in Neo4j; the
+#: separators cannot occur in a behavior name, so these names never collide with one.
+INTERSECTION_SEP = "&"
+UNION_SEP = "|"
+
+
+def intersection_name(*behaviors: str) -> str:
+    """The graph of the pairs every one of ``behaviors`` has, e.g. ``view&buy``."""
+    return INTERSECTION_SEP.join(check_behavior(b) for b in behaviors)
+
+
+def union_name(*behaviors: str) -> str:
+    """The graph of the pairs any of ``behaviors`` has, e.g. ``view|cart|buy``."""
+    return UNION_SEP.join(check_behavior(b) for b in behaviors)
+
+
+def set_operation(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """``("and" | "or", parts)`` for a name made by :func:`intersection_name` or :func:`union_name`
+    (each part a relation name), None for any other name."""
+    for sep, op in ((INTERSECTION_SEP, "and"), (UNION_SEP, "or")):
+        if sep in name:
+            return op, tuple(name.split(sep))
+    return None
+
+
 LABELS: frozenset[str] = frozenset({USER_LABEL, ITEM_LABEL, DATASET_LABEL})
 
 

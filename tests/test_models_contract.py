@@ -67,6 +67,8 @@ TINY_PARAMS = {
                        neg_weight=(0.2, 0.2)),
     "lightgcn": dict(dim=4, layers=2, reg=1e-4),
     "ehcf": dict(dim=4, coefficient=(0.5, 0.5), neg_weight=(0.2, 0.2)),
+    # without weight decay MuLe memorizes the held-out item away at dim 8 (10-11 of 16 users with views)
+    "mule": dict(dim=4, layers=1, tda_layers=2, weight_decay=0.01),
     # sampled BCE pushes the held-out item down as hard as any out-of-community item; at dim 4 the
     # NeuMF tower can memorize that away for some seeds, GMF with a strong L2 generalizes for all
     # seeds tried (NeuMF and MLP are trained in tests/test_nmtr_ehcf.py)

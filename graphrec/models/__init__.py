@@ -13,6 +13,7 @@ from graphrec.models.ghcf import GHCF, GHCFParams
 from graphrec.models.hpmr import HPMR, HPMRParams
 from graphrec.models.lightgcn import LightGCN, LightGCNParams
 from graphrec.models.lightgcn_m import LightGCNM, LightGCNMParams
+from graphrec.models.mule import MuLe, MuLeParams
 from graphrec.models.nmtr import NMTR, NMTRParams
 
 
@@ -35,6 +36,8 @@ MODELS: dict[str, ModelEntry] = {
     "lightgcn_m": ModelEntry(LightGCNM, LightGCNMParams,
                              "LightGCN encoder per behavior (HPMR w/o PTN), whole-data loss"),
     "ehcf": ModelEntry(EHCF, EHCFParams, "EHCF (AAAI 2020): no graph, cascaded prediction vectors, whole-data loss"),
+    "mule": ModelEntry(MuLe, MuLeParams, "MuLe (CIKM 2024): unified, behavior-specific, target-intersected and "
+                       "target-complemented graphs with denoising attention, BPR"),
     "nmtr": ModelEntry(NMTR, NMTRParams, "NMTR (ICDE 2019): NCF units per behavior, cascaded logits, sampled BCE"),
 }
 
