@@ -188,8 +188,9 @@ class SparseAdj:
         """The same structure carrying ``values`` (one per nonzero, in ``matrix`` order) instead of
         its own, e.g. attention weights; tile plans are shared, dropout is not carried over."""
         m, t = self._pattern(), self._pattern(transposed=True)
+        t_values = values.index_select(0, self.perm)
         out = SparseAdj(csr_tensor(m.crow_indices(), m.col_indices(), values, tuple(m.shape)),
-                        csr_tensor(t.crow_indices(), t.col_indices(), values.index_select(0, self.perm), tuple(t.shape)),
+                        csr_tensor(t.crow_indices(), t.col_indices(), t_values, tuple(t.shape)),
                         self.perm, cpu_tile_bytes=self.cpu_tile_bytes)
         out._plans, out._structure = self._plans, self._structure
         return out
