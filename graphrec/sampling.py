@@ -3,6 +3,7 @@ batches and negatives drawn from them. Shared by the training loop, the ranking 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -101,12 +102,9 @@ class TrainData:
                              "nor a set operation on them; the model's relations() and label_relations() disagree")
         n = np.int64(self.meta.n_items)
         keys = [self.edges[p][0].astype(np.int64) * n + self.edges[p][1] for p in op[1]]
-        if op[0] == "or":
-            key = np.unique(np.concatenate(keys))
-        else:
-            key = np.unique(keys[0])
-            for k in keys[1:]:
-                key = np.intersect1d(key, k)
+        # every relation's pairs are unique (snapshot invariant), so intersections need no dedup pass
+        key = (np.unique(np.concatenate(keys)) if op[0] == "or"
+               else functools.reduce(lambda a, b: np.intersect1d(a, b, assume_unique=True), keys))
         return (key // n).astype(np.int32), (key % n).astype(np.int32)
 
 
