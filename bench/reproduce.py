@@ -5,7 +5,8 @@ HPMR without views), then write one table beside the published numbers (Markdown
                               [--ablations] [--without-views] [--protocol paper|honest|fixed]
                               [--device auto] [--set K=V] [--report-only]
 
-Runs live in bench/out/reproduce/DATASET-PROTOCOL/VARIANT and resume from their checkpoints, so a
+Runs live in bench/out/reproduce/DATASET-PROTOCOL/VARIANT (DATASET-PROTOCOL-set-DIGEST with
+`--set` overrides, listed in its overrides.txt) and resume from their checkpoints, so a
 long comparison survives a stopped process: run the same command again. Models run in the order
 given (default: those that finish soonest first). The protocol defaults to the preset's
 (configs/DATASET.yaml: `fixed` for taobao_mbcgcn, the published table's protocol). The snapshot is
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -65,6 +67,15 @@ def without_views(cfg, params) -> tuple[dict, list[str]]:
     rest = [b for b in order if b != "view"]
     return ({"coefficient": drop(params.coefficient), "neg_weight": drop(params.neg_weight)},
             [f"train.behaviors=[{','.join(rest)}]"])
+
+
+def out_dir_name(dataset: str, protocol: str, overrides: list[str]) -> str:
+    """DATASET-PROTOCOL, plus a digest of the ``--set`` overrides when there are any: runs made with
+    other settings live apart, so a finished default run is never reported for an overridden one."""
+    name = f"{dataset}-{protocol}"
+    if not overrides:
+        return name
+    return f"{name}-set-{hashlib.sha256(chr(10).join(sorted(overrides)).encode()).hexdigest()[:8]}"
 
 
 def run_dir_name(variant: str) -> str:
@@ -213,8 +224,10 @@ def main() -> None:
     args = ap.parse_args()
     config = ROOT / "configs" / f"{args.dataset}.yaml"
     protocol = args.protocol or load_config(config).train.protocol
-    out = ROOT / "bench/out/reproduce" / f"{args.dataset}-{protocol}"
+    out = ROOT / "bench/out/reproduce" / out_dir_name(args.dataset, protocol, args.set)
     out.mkdir(parents=True, exist_ok=True)
+    if args.set:
+        (out / "overrides.txt").write_text("".join(f"--set {kv}\n" for kv in args.set))
     todo = variants([m for m in args.models.split(",") if m], args.ablations, args.without_views)
     if not args.report_only:
         snapshot = Path(args.snapshot or ROOT / ".graphrec/snapshots" / args.dataset)

@@ -100,3 +100,13 @@ def test_reproduce_report_on_taobao_mbcgcn_under_the_fixed_protocol(tmp_path):
             and rows["hpmr (full)"][-1].startswith("the hpmr run, epoch 100 of 100"))
     assert rows["hpmr w/o PTN"][0] == "0.0900" and rows["hpmr w/o SIT"][-1] == "not run"
     assert "not checked: w/o URR, w/o URS, w/o SIT missing" in text
+
+
+def test_overridden_runs_live_apart_from_the_default_ones():
+    """A `--set` comparison must never report the finished default run as its own."""
+    name = _reproduce().out_dir_name
+    assert name("taobao_mbcgcn", "fixed", []) == "taobao_mbcgcn-fixed"
+    a = name("taobao_mbcgcn", "fixed", ["models.lightgcn.init_std=0.01", "train.epochs=120"])
+    assert a.startswith("taobao_mbcgcn-fixed-set-") and a != "taobao_mbcgcn-fixed"
+    assert a == name("taobao_mbcgcn", "fixed", ["train.epochs=120", "models.lightgcn.init_std=0.01"])  # order-free
+    assert a != name("taobao_mbcgcn", "fixed", ["models.lightgcn.init_std=0.01", "train.epochs=100"])
