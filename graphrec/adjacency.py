@@ -74,6 +74,7 @@ class SparseAdj:
             raise ValueError("transpose and perm do not match the matrix")
         self._matrix: Tensor | None = matrix
         self._transpose: Tensor | None = transpose
+        self._t_pattern: Tensor | None = None  # with_values copies: the transpose's structure
         self.perm = perm
         self.cpu_tile_bytes = cpu_tile_bytes
         # A dropout copy is (base, mask, scale); its CSRs and tiles are derived only when used,
@@ -128,7 +129,12 @@ class SparseAdj:
     @property
     def transpose(self) -> Tensor:
         if self._transpose is None:
-            self._transpose = self._derive(self._base.transpose, self._mask.index_select(0, self.perm))
+            if self._base is not None:
+                self._transpose = self._derive(self._base.transpose, self._mask.index_select(0, self.perm))
+            else:
+                t = self._t_pattern
+                self._transpose = csr_tensor(t.crow_indices(), t.col_indices(), self._matrix.values().index_select(
+                    0, self.perm), tuple(t.shape))
         return self._transpose
 
     def _derive(self, csr: Tensor, mask: Tensor) -> Tensor:
@@ -188,17 +194,23 @@ class SparseAdj:
         """The same structure carrying ``values`` (one per nonzero, in ``matrix`` order) instead of
         its own, e.g. attention weights; tile plans are shared, dropout is not carried over."""
         m, t = self._pattern(), self._pattern(transposed=True)
-        t_values = values.index_select(0, self.perm)
-        out = SparseAdj(csr_tensor(m.crow_indices(), m.col_indices(), values, tuple(m.shape)),
-                        csr_tensor(t.crow_indices(), t.col_indices(), t_values, tuple(t.shape)),
-                        self.perm, cpu_tile_bytes=self.cpu_tile_bytes)
+        out = SparseAdj(csr_tensor(m.crow_indices(), m.col_indices(), values, tuple(m.shape)), t, self.perm,
+                        cpu_tile_bytes=self.cpu_tile_bytes)
+        # The transpose's values are gathered through perm on first use only: the CPU product reads
+        # the tiles, which gather from the matrix's values themselves (MuLe's attention builds two
+        # such copies per layer and never needs their transpose on CPU).
+        out._transpose, out._t_pattern = None, t
         out._plans, out._structure = self._plans, self._structure
         return out
 
     def _pattern(self, transposed: bool = False) -> Tensor:
         """A CSR with this structure (its values are not this copy's when dropout applies)."""
-        base = self._base if self._base is not None else self
-        return base.transpose if transposed else base.matrix
+        if self._base is not None:
+            return self._base._pattern(transposed)
+        if not transposed:
+            return self._matrix
+        # a with_values copy whose transpose was not needed yet has only its structure
+        return self._transpose if self._transpose is not None else self._t_pattern
 
     def row_ids(self) -> Tensor:
         """The row of every nonzero of ``matrix`` (int64), computed once per structure."""

@@ -1,4 +1,5 @@
-"""Losses as pure functions: the whole-data (non-sampling) loss, BPR and binary cross-entropy.
+"""Losses as pure functions: the whole-data (non-sampling) loss, BPR (plain and floored) and binary
+cross-entropy.
 
 The whole-data loss (MODELS.md §0c) is what HPMR, GHCF, EHCF and LightGCN_M train with. For one
 behavior with prediction ŷ_uv = Σ_d p_ud q_vd h_d, negative weight c0 and positive weight 1:
@@ -43,6 +44,13 @@ def naive_whole_data_loss(users: Tensor, items: Tensor, h: Tensor, labels: Tenso
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
     """Mean of −log σ(ŷ_pos − ŷ_neg) (softplus form: stable for large margins)."""
     return F.softplus(neg_scores - pos_scores).mean()
+
+
+def floored_bpr_loss(pos_scores: Tensor, neg_scores: Tensor, eps: float = 1e-10) -> Tensor:
+    """Mean of −log(eps + σ(ŷ_pos − ŷ_neg)), the form of MuLe's reference code: a margin that
+    underflows σ costs at most −log eps (≈ 23 for 1e-10) and passes almost no gradient, where
+    ``bpr_loss`` keeps growing linearly. Kept apart so the models that train with it match it."""
+    return -(torch.sigmoid(pos_scores - neg_scores) + eps).log().mean()
 
 
 def bce_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:

@@ -100,6 +100,22 @@ def test_transpose_matches_before_and_after_dropout(tile_bytes):
     assert not torch.equal(m, m.T)
 
 
+@pytest.mark.parametrize("tile_bytes", [0, 256])
+def test_with_values_carries_new_values_to_both_sides_and_both_products(tile_bytes):
+    u, i = random_graph(40, 25, 300)
+    adj = with_tiling(normalized_bipartite(u, i, 40, 25, dtype=torch.float64), tile_bytes)
+    vals = torch.randn(adj.nnz, dtype=torch.float64)
+    other = adj.with_values(vals)
+    x = torch.randn(65, 3, dtype=torch.float64)
+    dense = torch.sparse_coo_tensor(adj.matrix.to_sparse_coo().indices(), vals, (65, 65)).to_dense()
+    # products first: on CPU they read tiles, and the transpose is gathered only when asked for
+    torch.testing.assert_close(spmm(other, x), dense @ x)
+    torch.testing.assert_close(spmm(other.dropout(1.0), x), dense @ x)
+    assert torch.equal(other.transpose.to_dense(), dense.T)
+    assert torch.equal(other.transpose.values(), vals[adj.perm])
+    assert torch.equal(adj.matrix.values(), normalized_bipartite(u, i, 40, 25, dtype=torch.float64).matrix.values())
+
+
 def test_from_coo_rectangular():
     rows = torch.tensor([2, 0, 1, 0, 2])
     cols = torch.tensor([3, 1, 0, 3, 0])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from graphrec.losses import bpr_loss, l2, naive_whole_data_loss, whole_data_loss
+from graphrec.losses import bpr_loss, floored_bpr_loss, l2, naive_whole_data_loss, whole_data_loss
 
 
 @pytest.mark.parametrize("c0", [0.1, 0.01, 1.0])
@@ -70,3 +70,16 @@ def test_lightgcn_loss_by_hand():
     assert parts["bpr"] == pytest.approx(bpr, rel=1e-6)
     assert parts["reg"] == pytest.approx(0.5 * 0.5 * sq / 2, rel=1e-6)
     assert loss.item() == pytest.approx(bpr + 0.5 * 0.5 * sq / 2, rel=1e-6)
+
+
+def test_floored_bpr_is_bpr_for_moderate_margins_and_capped_for_hopeless_ones():
+    pos, neg = torch.tensor([2.0, 0.0, -1.0], dtype=torch.float64), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    # −log σ(2), −log σ(0) = log 2, −log σ(−2), each + 1e-10 inside the log: equal to 1e-9 relative
+    expected = (math.log1p(math.exp(-2)) + math.log(2) + math.log1p(math.exp(2))) / 3
+    assert abs(float(floored_bpr_loss(pos, neg)) - expected) < 1e-8
+    assert abs(float(bpr_loss(pos, neg)) - expected) < 1e-12
+    hopeless = torch.tensor([-200.0], dtype=torch.float64, requires_grad=True)
+    loss = floored_bpr_loss(hopeless, torch.zeros(1, dtype=torch.float64))
+    assert abs(float(loss) + math.log(1e-10)) < 1e-9  # −log(1e-10 + σ(−200)) = 23.03
+    loss.backward()
+    assert abs(float(hopeless.grad)) < 1e-60  # softplus would pass a gradient of −1

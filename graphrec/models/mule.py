@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from graphrec.adjacency import SparseAdj, attention_spmm, spmm
 from graphrec.errors import BadValue
+from graphrec.losses import floored_bpr_loss
 from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, xavier
 from graphrec.schema import derived_name, intersection_name, union_name
 
@@ -67,7 +68,10 @@ def propagate(adj: SparseAdj, x: Tensor, layers: int, query: Tensor | None = Non
 
 def aggregate(score: nn.Linear, key: Tensor, values: list[Tensor]) -> Tensor:
     """Σ_m softmax_m(score([key ‖ v_m])) v_m per node."""
-    logits = torch.cat([score(torch.cat([key, v], dim=1)) for v in values], dim=1)
+    # score([key ‖ v]) = W_key·key + W_v·v + b: the key's half once, and no (nodes × 2d) concatenations
+    d = key.shape[1]
+    shared = F.linear(key, score.weight[:, :d], score.bias)
+    logits = torch.cat([shared + F.linear(v, score.weight[:, d:]) for v in values], dim=1)
     weights = torch.softmax(logits, dim=1)
     return sum(weights[:, m:m + 1] * v for m, v in enumerate(values))
 
@@ -117,8 +121,9 @@ class MuLe(Recommender):
         nu, t = self.meta.n_users, self.meta.target
         z = self(graphs)
         zu = z.index_select(0, batch.users)
-        margin = (zu * (z.index_select(0, batch.pos[t] + nu) - z.index_select(0, batch.neg[t] + nu))).sum(-1)
-        main = -(torch.sigmoid(margin) + BPR_EPS).log().mean()
+        pos = (zu * z.index_select(0, batch.pos[t] + nu)).sum(-1)
+        neg = (zu * z.index_select(0, batch.neg[t] + nu)).sum(-1)
+        main = floored_bpr_loss(pos, neg, BPR_EPS)
         parts = {"bpr": float(main.detach())}
         if self.params.weight_decay == 0:
             return main, parts
