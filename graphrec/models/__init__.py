@@ -10,6 +10,7 @@ from graphrec.errors import BadValue
 from graphrec.models.base import Batch, GraphMeta, Recommender
 from graphrec.models.ehcf import EHCF, EHCFParams
 from graphrec.models.ghcf import GHCF, GHCFParams
+from graphrec.models.histgcn import HistGCN, HistGCNParams
 from graphrec.models.hpmr import HPMR, HPMRParams
 from graphrec.models.lightgcn import LightGCN, LightGCNParams
 from graphrec.models.lightgcn_m import LightGCNM, LightGCNMParams
@@ -38,6 +39,8 @@ MODELS: dict[str, ModelEntry] = {
     "ehcf": ModelEntry(EHCF, EHCFParams, "EHCF (AAAI 2020): no graph, cascaded prediction vectors, whole-data loss"),
     "mule": ModelEntry(MuLe, MuLeParams, "MuLe (CIKM 2024): unified, behavior-specific, target-intersected and "
                        "target-complemented graphs with denoising attention, BPR"),
+    "histgcn": ModelEntry(HistGCN, HistGCNParams, "graphrec's own: LightGCN over every behavior's pairs plus the "
+                          "user's own upstream items as score terms, BPR with history negatives"),
     "nmtr": ModelEntry(NMTR, NMTRParams, "NMTR (ICDE 2019): NCF units per behavior, cascaded logits, sampled BCE"),
 }
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from graphrec.adjacency import last_layer_rows
+from graphrec.adjacency import SparseAdj, last_layer_rows
 from graphrec.errors import BadValue
 from graphrec.losses import bpr_loss, l2
 from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer
@@ -35,6 +35,23 @@ class LightGCNParams:
             raise BadValue(f"sampling must be pairs or users; got {self.sampling!r}")
 
 
+def layer_mean(adj: SparseAdj, x: Tensor, layers: int, n_users: int, rows: Tensor | None = None) -> Tensor:
+    """LightGCN's propagation: the mean of x, Âx, …, Â^L x over a bipartite graph (users first), for
+    every node or for the node ids ``rows`` (the last layer then computed for those rows alone)."""
+    if rows is None or layers == 0:
+        outs = [x]
+        for _ in range(layers):
+            x = adj @ x
+            outs.append(x)
+        e = torch.stack(outs).mean(0)
+        return e if rows is None else e.index_select(0, rows)
+    acc = x.index_select(0, rows)
+    for _ in range(layers - 1):
+        x = adj @ x
+        acc = acc + x.index_select(0, rows)
+    return (acc + last_layer_rows(adj, x, rows, n_users)) / (layers + 1)
+
+
 class LightGCN(Recommender):
     batching = "pairs"
     #: A training step propagates the last layer for the batch's rows only (the loss reads no
@@ -55,20 +72,8 @@ class LightGCN(Recommender):
     def forward(self, graphs: Graphs, rows: Tensor | None = None) -> Tensor:
         """Final embeddings of every node, or of the node ids ``rows`` (in that order; the last
         layer is then computed for those rows alone)."""
-        x = torch.cat([self.user, self.item])
-        if rows is None or self.params.layers == 0:
-            outs = [x]
-            for _ in range(self.params.layers):
-                x = graphs[self.meta.target] @ x
-                outs.append(x)
-            e = torch.stack(outs).mean(0)
-            return e if rows is None else e.index_select(0, rows)
-        adj = graphs[self.meta.target]
-        acc = x.index_select(0, rows)
-        for _ in range(self.params.layers - 1):
-            x = adj @ x
-            acc = acc + x.index_select(0, rows)
-        return (acc + last_layer_rows(adj, x, rows, self.meta.n_users)) / (self.params.layers + 1)
+        return layer_mean(graphs[self.meta.target], torch.cat([self.user, self.item]), self.params.layers,
+                          self.meta.n_users, rows)
 
     def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
         nu, t = self.meta.n_users, self.meta.target
