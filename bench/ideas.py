@@ -3,7 +3,7 @@ on the dataset's preset, trained for every seed under one protocol and budget, t
 mean ± std beside the default and the best published number (Markdown + CSV).
 
     python bench/ideas.py --dataset taobao_mbcgcn [--protocol fixed|honest|paper] [--ideas NAME,...]
-                          [--seeds 0,1,2] [--set K=V] [--device auto] [--report-only]
+                          [--seeds 0,1,2] [--set K=V] [--device auto] [--threads N] [--report-only]
 
 Runs live in bench/out/ideas/DATASET-PROTOCOL/IDEA-seedS and resume from their checkpoints; a
 second process started with the same command takes the runs the first has not locked. The first
@@ -165,8 +165,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--snapshot", help="default .graphrec/snapshots/DATASET")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     ideas = [i for i in args.ideas.split(",") if i]
     unknown = [i for i in ideas if i not in IDEAS]
     if unknown:
