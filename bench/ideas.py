@@ -40,7 +40,9 @@ HEURISTIC = "history popularity (no training)"
 #: name -> (model, config overrides, what it tests). The default first; every other idea changes one thing.
 IDEAS: dict[str, tuple[str, list[str], str]] = {
     "histgcn": ("histgcn", [], "the preset: union graph, 2 layers, history terms with per-item conversion, "
-                "item bias, half the negatives from the user's upstream items"),
+                "item bias, half the negatives from the user's upstream items, training the item-level terms only"),
+    "hard negatives train embeddings": ("histgcn", ["models.histgcn.hard_negative_scope=all"],
+                                        "the upstream draws also push the user's and item's embeddings apart"),
     "uniform negatives": ("histgcn", ["models.histgcn.hard_negatives=0.0"], "negatives uniform only (as MuLe)"),
     "hard negatives 0.25": ("histgcn", ["models.histgcn.hard_negatives=0.25"], "a quarter from upstream items"),
     "hard negatives 0.75": ("histgcn", ["models.histgcn.hard_negatives=0.75"], "three quarters"),

@@ -65,13 +65,30 @@ def test_hard_negatives_come_from_the_users_own_unbought_items():
     m, g = model(hard_negatives=1.0), graphs()
     torch.manual_seed(0)
     uniform = torch.tensor([3, 3, 3])
-    drawn = torch.stack([m.negatives(g, torch.tensor([0, 1, 2]), uniform) for _ in range(50)])
+    drawn = torch.stack([m.negatives(g, torch.tensor([0, 1, 2]), uniform)[0] for _ in range(50)])
     assert set(drawn[:, 0].tolist()) == {1, 2}       # u0's views it did not buy
     assert drawn[:, 1:].eq(3).all()                  # u1 and u2 have none: the uniform draw stays
-    assert m.negatives(g, torch.tensor([0]), torch.tensor([3]))[0] in (1, 2)
+    assert m.negatives(g, torch.tensor([0]), torch.tensor([3]))[0].item() in (1, 2)
     m.eval()
-    assert m.negatives(g, torch.tensor([0]), torch.tensor([3])).tolist() == [3]  # never outside training
-    assert model(hard_negatives=0.0).negatives(g, torch.tensor([0]), torch.tensor([3])).tolist() == [3]
+    assert m.negatives(g, torch.tensor([0]), torch.tensor([3]))[0].tolist() == [3]  # never outside training
+    assert model(hard_negatives=0.0).negatives(g, torch.tensor([0]), torch.tensor([3]))[0].tolist() == [3]
+
+
+def test_hard_negatives_train_only_the_item_terms_unless_asked():
+    g = graphs()
+    batch = Batch(users=torch.tensor([0, 0]), pos={"buy": torch.tensor([0, 0])}, neg={"buy": torch.tensor([3, 3])})
+    grads = {}
+    for scope in ("terms", "all"):
+        torch.manual_seed(1)
+        # no propagation and no L2, so that an item's gradient can only come through its own score
+        m = model(hard_negatives=1.0, hard_negative_scope=scope, layers=0, reg=0.0)
+        m.loss(batch, g)[0].backward()
+        grads[scope] = m.item.grad.clone(), m.conversion.grad.clone()
+    # u0's drawn negatives are items 1 and 2 (viewed, not bought): their embeddings get a gradient
+    # only from scope "all"; their conversion terms from both
+    assert grads["terms"][0][1:3].abs().sum() == 0 and grads["all"][0][1:3].abs().sum() > 0
+    assert grads["terms"][1][0, 1:3].abs().sum() > 0
+    assert grads["terms"][0][0].abs().sum() > 0  # the purchase's embedding still learns
 
 
 def test_with_every_part_off_it_is_lightgcn_on_the_chosen_graph():

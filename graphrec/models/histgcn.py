@@ -16,6 +16,10 @@ user's own upstream items that are not training purchases (the derived relation
 terms learn "interacted beats not interacted" and nothing ranks the ~50 interacted items among
 themselves, which is exactly where the test purchase is.
 
+By default those draws train the item-level terms only (``hard_negative_scope``): a user's
+upstream items hold their future purchase, and pushing the pairs down through the user's embedding
+taught the model, epoch after epoch, to rank exactly that item last (docs/results.md, ideas table).
+
 ``history``, ``item_bias``, ``conversion_bias`` and ``hard_negatives`` switch the parts off one by
 one (the ablation in docs/results.md); with all four off this is LightGCN on ``graph``.
 """
@@ -35,6 +39,7 @@ from graphrec.models.lightgcn import layer_mean
 from graphrec.schema import derived_name, union_name
 
 GRAPHS = ("union", "target")
+SCOPES = ("terms", "all")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,10 @@ class HistGCNParams:
     item_bias: bool = True          # b_i
     conversion_bias: bool = True    # c_{a,i} (needs history)
     hard_negatives: float = 0.5     # share of negatives drawn from the user's upstream, non-purchased items
+    #: what those draws train: "terms" (item bias and history terms; the embeddings' score of a
+    #: drawn pair is a constant), or "all". A user's upstream items hold their future purchase, so
+    #: pushing those pairs down through user embeddings teaches the model to rank it last.
+    hard_negative_scope: str = "terms"
     reg: float = 1e-4               # L2 on the batch's ego embeddings, per example (as LightGCN)
     init_std: float = 0.01
 
@@ -56,6 +65,8 @@ class HistGCNParams:
             raise BadValue(f"graph must be one of {', '.join(GRAPHS)}; got {self.graph!r}")
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise BadValue(f"hard_negatives is a share of the negatives, in [0, 1]; got {self.hard_negatives}")
+        if self.hard_negative_scope not in SCOPES:
+            raise BadValue(f"hard_negative_scope must be one of {', '.join(SCOPES)}; got {self.hard_negative_scope!r}")
         if self.conversion_bias and not self.history:
             raise BadValue("conversion_bias is a per-item part of the history terms; set history=true or "
                            "conversion_bias=false")
@@ -113,22 +124,24 @@ class HistGCN(Recommender):
                 out = term if out is None else out + term
         return out
 
-    def negatives(self, graphs: Graphs, users: Tensor, uniform: Tensor) -> Tensor:
+    def negatives(self, graphs: Graphs, users: Tensor, uniform: Tensor) -> tuple[Tensor, Tensor]:
         """The uniform negatives with a share ``hard_negatives`` replaced by a draw from the user's
-        upstream, non-purchased items (users without any keep their uniform draw)."""
+        upstream, non-purchased items (users without any keep their uniform draw), and which were."""
         share = self.params.hard_negatives
         if share == 0 or not self.training:
-            return uniform
+            return uniform, torch.zeros(uniform.shape, dtype=torch.bool, device=uniform.device)
         node, found = sample_row_entries(graphs[self.pool], users)
         take = found & (torch.rand(users.shape, device=users.device) < share)
-        return torch.where(take, node - self.meta.n_users, uniform)
+        return torch.where(take, node - self.meta.n_users, uniform), take
 
     def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
         nu, t = self.meta.n_users, self.meta.target
         u, pos = batch.users, batch.pos[t]
-        neg = self.negatives(graphs, u, batch.neg[t])
+        neg, hard = self.negatives(graphs, u, batch.neg[t])
         eu, ep, en = self(graphs, torch.cat([u, pos + nu, neg + nu])).split([len(u), len(pos), len(neg)])
         sp, sn = (eu * ep).sum(-1), (eu * en).sum(-1)
+        if self.params.hard_negative_scope == "terms":
+            sn = torch.where(hard, sn.detach(), sn)
         tp, tn = self.pair_terms(graphs, u, pos), self.pair_terms(graphs, u, neg)
         if tp is not None:
             sp, sn = sp + tp, sn + tn
