@@ -40,9 +40,9 @@ HEURISTIC = "history popularity (no training)"
 #: name -> (model, config overrides, what it tests). The default first; every other idea changes one thing.
 IDEAS: dict[str, tuple[str, list[str], str]] = {
     "histgcn": ("histgcn", [], "the preset: union graph, 2 layers, history terms with per-item conversion, "
-                "item bias, half the negatives from the user's upstream items, training the item-level terms only"),
-    "hard negatives train embeddings": ("histgcn", ["models.histgcn.hard_negative_scope=all"],
-                                        "the upstream draws also push the user's and item's embeddings apart"),
+                "item bias, half the negatives from the user's upstream items"),
+    "hard negatives train item terms only": ("histgcn", ["models.histgcn.hard_negative_scope=terms"],
+                                             "the upstream draws' embedding scores are constants"),
     "uniform negatives": ("histgcn", ["models.histgcn.hard_negatives=0.0"], "negatives uniform only (as MuLe)"),
     "hard negatives 0.25": ("histgcn", ["models.histgcn.hard_negatives=0.25"], "a quarter from upstream items"),
     "hard negatives 0.75": ("histgcn", ["models.histgcn.hard_negatives=0.75"], "three quarters"),
@@ -53,6 +53,9 @@ IDEAS: dict[str, tuple[str, list[str], str]] = {
     "purchase graph": ("histgcn", ["models.histgcn.graph=target"], "propagation over training purchases only"),
     "1 layer": ("histgcn", ["models.histgcn.layers=1"], "shallower"),
     "3 layers": ("histgcn", ["models.histgcn.layers=3"], "deeper"),
+    "30 epochs": ("histgcn", ["train.epochs=30"], "a shorter budget (the upstream negatives overfit with time?)"),
+    "L2 1e-3": ("histgcn", ["models.histgcn.reg=0.001"], "10× the L2 on the batch's embeddings"),
+    "L2 1e-2": ("histgcn", ["models.histgcn.reg=0.01"], "100× the L2"),
     "lr 3e-3": ("histgcn", ["model_train.histgcn.lr=0.003"], "a 3× larger Adam step in the same budget"),
     "dim 128": ("histgcn", ["models.histgcn.dim=128"], "wider embeddings"),
 }

@@ -16,9 +16,9 @@ user's own upstream items that are not training purchases (the derived relation
 terms learn "interacted beats not interacted" and nothing ranks the ~50 interacted items among
 themselves, which is exactly where the test purchase is.
 
-By default those draws train the item-level terms only (``hard_negative_scope``): a user's
-upstream items hold their future purchase, and pushing the pairs down through the user's embedding
-taught the model, epoch after epoch, to rank exactly that item last (docs/results.md, ideas table).
+The tension to manage: a user's upstream items hold their future purchase, so the longer those
+pairs are pushed down, the more the model learns to rank exactly that item last (docs/results.md,
+ideas table: the share, the budget and the regularization are chosen there).
 
 ``history``, ``item_bias``, ``conversion_bias`` and ``hard_negatives`` switch the parts off one by
 one (the ablation in docs/results.md); with all four off this is LightGCN on ``graph``.
@@ -51,10 +51,9 @@ class HistGCNParams:
     item_bias: bool = True          # b_i
     conversion_bias: bool = True    # c_{a,i} (needs history)
     hard_negatives: float = 0.5     # share of negatives drawn from the user's upstream, non-purchased items
-    #: what those draws train: "terms" (item bias and history terms; the embeddings' score of a
-    #: drawn pair is a constant), or "all". A user's upstream items hold their future purchase, so
-    #: pushing those pairs down through user embeddings teaches the model to rank it last.
-    hard_negative_scope: str = "terms"
+    #: what those draws train: "all", or "terms" (item bias and history terms only; the embeddings'
+    #: score of a drawn pair is a constant). "terms" diverged on taobao_mbcgcn (docs/results.md).
+    hard_negative_scope: str = "all"
     reg: float = 1e-4               # L2 on the batch's ego embeddings, per example (as LightGCN)
     init_std: float = 0.01
 
