@@ -113,3 +113,19 @@ def test_bad_settings_are_refused_with_the_fix():
         MODELS["histgcn"].params(graph="views")
     with pytest.raises(BadValue, match="upstream behavior"):
         build_model("histgcn", MODELS["histgcn"].params(), GraphMeta(3, 4, ("buy",), ("buy",)))
+
+
+def test_the_untrained_floor_ranks_upstream_items_first_by_purchases():
+    """bench/ideas.py's first row: the user's own upstream items first, by training purchases."""
+    import types
+
+    from ideas import HistoryPopularity
+
+    g = graphs()
+    data = types.SimpleNamespace(meta=META, edges={"buy": ([0, 1, 2, 2], [1, 1, 1, 3])})
+    s = HistoryPopularity(data, g).scorer(g)(torch.tensor([0, 1, 2]))
+    pop = torch.tensor([0.0, 3.0, 0.0, 1.0])  # training purchases per item
+    expected = pop.repeat(3, 1)
+    expected[0, :3] += 1e6  # u0 viewed 0, 1, 2
+    expected[1, 1] += 1e6   # u1 viewed 1
+    torch.testing.assert_close(s, expected)
