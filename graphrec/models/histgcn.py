@@ -10,18 +10,17 @@ behaviors (every behavior but the target):
 
 b_i is an item bias (popularity), w_a how much having done a with an item says about buying it,
 c_{a,i} that per item (conversion: some items are viewed by many and bought by few). Trained with
-BPR on the target's training pairs. A share ``hard_negatives`` of the negatives is drawn from the
-user's own upstream items that are not training purchases (the derived relation
-``<first behavior>_not_<target>``, e.g. ``view_not_buy``): with only uniform negatives the history
-terms learn "interacted beats not interacted" and nothing ranks the ~50 interacted items among
-themselves, which is exactly where the test purchase is.
+BPR on the target's training pairs against uniform negatives (as MuLe and LightGCN).
 
-The tension to manage: a user's upstream items hold their future purchase, so the longer those
-pairs are pushed down, the more the model learns to rank exactly that item last (docs/results.md,
-ideas table: the share, the budget and the regularization are chosen there).
+``hard_negatives`` replaces a share of them by a draw from the user's own upstream items that are
+not training purchases (the derived relation ``<first behavior>_not_<target>``, e.g.
+``view_not_buy``): the "unique relations as negatives" idea. It is off by default because it
+hurts: those items hold the user's future purchase, and the longer their pairs are pushed down the
+more the model learns to rank exactly that item last (docs/results.md, ideas table: HR@10 0.2231
+after 30 epochs and 0.1875 after 100 with half the negatives drawn so, against 0.3003 without).
 
-``history``, ``item_bias``, ``conversion_bias`` and ``hard_negatives`` switch the parts off one by
-one (the ablation in docs/results.md); with all four off this is LightGCN on ``graph``.
+``history``, ``item_bias`` and ``conversion_bias`` switch the parts off one by one (the ablation in
+docs/results.md); with all three off this is LightGCN on ``graph``.
 """
 
 from __future__ import annotations
@@ -50,9 +49,9 @@ class HistGCNParams:
     history: bool = True            # the terms w_a (+ c_{a,i}) on the user's own upstream items
     item_bias: bool = True          # b_i
     conversion_bias: bool = True    # c_{a,i} (needs history)
-    hard_negatives: float = 0.5     # share of negatives drawn from the user's upstream, non-purchased items
+    hard_negatives: float = 0.0     # share of negatives drawn from the user's upstream, non-purchased items
     #: what those draws train: "all", or "terms" (item bias and history terms only; the embeddings'
-    #: score of a drawn pair is a constant). "terms" diverged on taobao_mbcgcn (docs/results.md).
+    #: score of a drawn pair is a constant), which diverged on taobao_mbcgcn (docs/results.md)
     hard_negative_scope: str = "all"
     reg: float = 1e-4               # L2 on the batch's ego embeddings, per example (as LightGCN)
     init_std: float = 0.01
