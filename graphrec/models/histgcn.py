@@ -50,8 +50,8 @@ class HistGCNParams:
     item_bias: bool = True          # b_i
     conversion_bias: bool = True    # c_{a,i} (needs history)
     hard_negatives: float = 0.0     # share of negatives drawn from the user's upstream, non-purchased items
-    #: what those draws train: "all", or "terms" (item bias and history terms only; the embeddings'
-    #: score of a drawn pair is a constant), which diverged on taobao_mbcgcn (docs/results.md)
+    #: what those draws train: "all", or "terms" (item bias and history terms only; the embedding
+    #: scores of both sides of a drawn pair are constants)
     hard_negative_scope: str = "all"
     reg: float = 1e-4               # L2 on the batch's ego embeddings, per example (as LightGCN)
     init_std: float = 0.01
@@ -139,7 +139,10 @@ class HistGCN(Recommender):
         eu, ep, en = self(graphs, torch.cat([u, pos + nu, neg + nu])).split([len(u), len(pos), len(neg)])
         sp, sn = (eu * ep).sum(-1), (eu * en).sum(-1)
         if self.params.hard_negative_scope == "terms":
-            sn = torch.where(hard, sn.detach(), sn)
+            # both sides: a drawn pair then trains b, w and c alone (which upstream items get bought),
+            # while the embeddings learn from the uniform pairs only. Holding only the negative side
+            # constant let the positive's embedding score grow without bound (loss 1.2 → 35).
+            sp, sn = torch.where(hard, sp.detach(), sp), torch.where(hard, sn.detach(), sn)
         tp, tn = self.pair_terms(graphs, u, pos), self.pair_terms(graphs, u, neg)
         if tp is not None:
             sp, sn = sp + tp, sn + tn
