@@ -46,7 +46,7 @@ IDEAS: dict[str, tuple[str, list[str], str]] = {
     "hard negatives 0.25": ("histgcn", ["models.histgcn.hard_negatives=0.25"], "a quarter of them"),
     "hard negatives 0.5, item terms only": ("histgcn", ["models.histgcn.hard_negatives=0.5",
                                                         "models.histgcn.hard_negative_scope=terms"],
-                                            "half, the drawn pairs training b, w and c only (embedding scores constant)"),
+                                            "half, drawn pairs training b, w, c only"),
     "no conversion term": ("histgcn", ["models.histgcn.conversion_bias=false"], "one w_a per behavior, no c_{a,i}"),
     "no item bias": ("histgcn", ["models.histgcn.item_bias=false"], "without b_i"),
     "no history terms": ("histgcn", ["models.histgcn.history=false", "models.histgcn.conversion_bias=false"],
