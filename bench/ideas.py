@@ -44,7 +44,7 @@ IDEAS: dict[str, tuple[str, list[str], str]] = {
     "hard negatives 0.5": ("histgcn", ["models.histgcn.hard_negatives=0.5"],
                            "half the negatives from the user's upstream, non-purchased items"),
     "hard negatives 0.25": ("histgcn", ["models.histgcn.hard_negatives=0.25"], "a quarter of them"),
-    "hard negatives 0.5, item terms only": ("histgcn", ["models.histgcn.hard_negatives=0.5",
+    "hard negatives 0.5 on item terms only": ("histgcn", ["models.histgcn.hard_negatives=0.5",
                                                         "models.histgcn.hard_negative_scope=terms"],
                                             "half, drawn pairs training b, w, c only"),
     "no conversion term": ("histgcn", ["models.histgcn.conversion_bias=false"], "one w_a per behavior, no c_{a,i}"),
