@@ -131,6 +131,19 @@ def _mean_std(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.4f}" + (f" ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else "")
 
 
+def _verdict(name: str, hr: list[float], ref: float | None, ref_seeds: int) -> str:
+    """What the row says: a removed part ("no …") is kept when removing it costs; a change is
+    adopted when it beats the default on as many seeds, and a candidate when on fewer."""
+    if not hr or ref is None:
+        return ""
+    better = statistics.mean(hr) > ref
+    if name.startswith("no "):
+        return "part dropped" if better else "part kept"
+    if not better:
+        return "dropped"
+    return "adopted" if len(hr) >= ref_seeds else f"candidate ({len(hr)} seed{'s' * (len(hr) > 1)})"
+
+
 def report(dataset: str, protocol: str, ideas: list[str], out: Path, base: dict | None) -> str:
     results = {}
     for name in ideas:
@@ -147,8 +160,7 @@ def report(dataset: str, protocol: str, ideas: list[str], out: Path, base: dict 
     for name in ideas:
         hr, nd, sec = results[name]
         delta = f"{100 * (statistics.mean(hr) / ref - 1):+.1f}%" if hr and ref else ""
-        verdict = ("default" if name == "histgcn" else "" if not hr or ref is None
-                   else "kept" if statistics.mean(hr) > ref else "dropped")
+        verdict = "default" if name == "histgcn" else _verdict(name, hr, ref, len(results["histgcn"][0]))
         rows.append([name, IDEAS[name][2], _mean_std(hr), _mean_std(nd), delta if name != "histgcn" else "",
                      f"{statistics.median(sec):.1f} s" if sec else "", str(len(hr)), verdict])
     header = ["idea", "what it changes", "HR@10", "NDCG@10", "HR@10 vs default", "median epoch", "seeds", "verdict"]
