@@ -131,17 +131,21 @@ def _mean_std(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.4f}" + (f" ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else "")
 
 
-def _verdict(name: str, hr: list[float], ref: float | None, ref_seeds: int) -> str:
+def _verdict(name: str, hr: list[float], ref: list[float]) -> str:
     """What the row says: a removed part ("no …") is kept when removing it costs; a change is
-    adopted when it beats the default on as many seeds, and a candidate when on fewer."""
-    if not hr or ref is None:
+    adopted when it beats the default on as many seeds, a candidate when on fewer, and neither
+    when the difference is within twice the default's spread over seeds."""
+    if not hr or not ref:
         return ""
-    better = statistics.mean(hr) > ref
+    diff, spread = statistics.mean(hr) - statistics.mean(ref), 2 * (statistics.stdev(ref) if len(ref) > 1 else 0.0)
+    if abs(diff) <= spread:
+        return "no difference (within 2 std of the default)"
+    better = diff > 0
     if name.startswith("no "):
         return "part dropped" if better else "part kept"
     if not better:
         return "dropped"
-    return "adopted" if len(hr) >= ref_seeds else f"candidate ({len(hr)} seed{'s' * (len(hr) > 1)})"
+    return "adopted" if len(hr) >= len(ref) else f"candidate ({len(hr)} seed{'s' * (len(hr) > 1)})"
 
 
 def report(dataset: str, protocol: str, ideas: list[str], out: Path, base: dict | None) -> str:
@@ -160,7 +164,7 @@ def report(dataset: str, protocol: str, ideas: list[str], out: Path, base: dict 
     for name in ideas:
         hr, nd, sec = results[name]
         delta = f"{100 * (statistics.mean(hr) / ref - 1):+.1f}%" if hr and ref else ""
-        verdict = "default" if name == "histgcn" else _verdict(name, hr, ref, len(results["histgcn"][0]))
+        verdict = "default" if name == "histgcn" else _verdict(name, hr, results["histgcn"][0])
         rows.append([name, IDEAS[name][2], _mean_std(hr), _mean_std(nd), delta if name != "histgcn" else "",
                      f"{statistics.median(sec):.1f} s" if sec else "", str(len(hr)), verdict])
     header = ["idea", "what it changes", "HR@10", "NDCG@10", "HR@10 vs default", "median epoch", "seeds", "verdict"]
