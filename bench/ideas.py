@@ -56,6 +56,8 @@ IDEAS: dict[str, tuple[str, list[str], str]] = {
     "3 layers": ("histgcn", ["models.histgcn.layers=3"], "deeper"),
     "L2 1e-3": ("histgcn", ["models.histgcn.reg=0.001"], "10× the L2 on the batch's embeddings"),
     "lr 3e-3": ("histgcn", ["model_train.histgcn.lr=0.003"], "a 3× larger Adam step in the same budget"),
+    "lr 3e-3 and L2 1e-3": ("histgcn", ["model_train.histgcn.lr=0.003", "models.histgcn.reg=0.001"],
+                            "both candidates together"),
     "dim 128": ("histgcn", ["models.histgcn.dim=128"], "wider embeddings"),
 }
 

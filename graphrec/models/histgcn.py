@@ -108,8 +108,8 @@ class HistGCN(Recommender):
         self.conversion = nn.Parameter(torch.zeros(len(self.aux), meta.n_items)) if params.conversion_bias else None
 
     def forward(self, graphs: Graphs, rows: Tensor | None = None) -> Tensor:
-        return layer_mean(graphs[self.graph], torch.cat([self.user, self.item]), self.params.layers,
-                          self.meta.n_users, rows)
+        adj = graphs[self.graph] if self.params.layers else None
+        return layer_mean(adj, torch.cat([self.user, self.item]), self.params.layers, self.meta.n_users, rows)
 
     def pair_terms(self, graphs: Graphs, users: Tensor, items: Tensor) -> Tensor | None:
         """b_i + Σ_a 1[(u, i) ∈ R_a](w_a + c_{a,i}) for each (users[k], items[k]); None when off."""

@@ -35,9 +35,10 @@ class LightGCNParams:
             raise BadValue(f"sampling must be pairs or users; got {self.sampling!r}")
 
 
-def layer_mean(adj: SparseAdj, x: Tensor, layers: int, n_users: int, rows: Tensor | None = None) -> Tensor:
+def layer_mean(adj: SparseAdj | None, x: Tensor, layers: int, n_users: int, rows: Tensor | None = None) -> Tensor:
     """LightGCN's propagation: the mean of x, Âx, …, Â^L x over a bipartite graph (users first), for
-    every node or for the node ids ``rows`` (the last layer then computed for those rows alone)."""
+    every node or for the node ids ``rows`` (the last layer then computed for those rows alone);
+    ``adj`` may be None when ``layers`` is 0."""
     if rows is None or layers == 0:
         outs = [x]
         for _ in range(layers):
@@ -72,8 +73,8 @@ class LightGCN(Recommender):
     def forward(self, graphs: Graphs, rows: Tensor | None = None) -> Tensor:
         """Final embeddings of every node, or of the node ids ``rows`` (in that order; the last
         layer is then computed for those rows alone)."""
-        return layer_mean(graphs[self.meta.target], torch.cat([self.user, self.item]), self.params.layers,
-                          self.meta.n_users, rows)
+        adj = graphs[self.meta.target] if self.params.layers else None  # no layer reads no graph
+        return layer_mean(adj, torch.cat([self.user, self.item]), self.params.layers, self.meta.n_users, rows)
 
     def loss(self, batch: Batch, graphs: Graphs) -> tuple[Tensor, dict[str, float]]:
         nu, t = self.meta.n_users, self.meta.target
