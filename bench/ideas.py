@@ -65,11 +65,11 @@ IDEAS: dict[str, tuple[str, list[str], str]] = {
 class HistoryPopularity:
     """Scores 1e6·1[the user did an upstream behavior with the item] + the item's training purchases."""
 
-    def __init__(self, data: TrainData, graphs):
+    def __init__(self, data: TrainData):
         meta = data.meta
-        users, items = data.edges[meta.target]
+        items = data.edges[meta.target][1]
         self.pop = torch.bincount(torch.as_tensor(items, dtype=torch.long), minlength=meta.n_items).float()
-        self.meta, self.graphs = meta, graphs
+        self.meta = meta
 
     def eval(self) -> None:
         pass
@@ -98,7 +98,7 @@ def heuristic(dataset: str, protocol: str, snapshot: Path, config: Path) -> dict
 
     data = TrainData.for_model(s, tc, get_model("histgcn").cls, "cpu")
     graphs = data.graphs(data.meta.behaviors[:-1], "cpu")
-    m = evaluate_split(HistoryPopularity(data, graphs), graphs, data, "test", [10], 1024, torch.device("cpu"))
+    m = evaluate_split(HistoryPopularity(data), graphs, data, "test", [10], 1024, torch.device("cpu"))
     return {"hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"]}
 
 

@@ -124,7 +124,7 @@ def test_the_untrained_floor_ranks_upstream_items_first_by_purchases():
 
     g = graphs()
     data = types.SimpleNamespace(meta=META, edges={"buy": ([0, 1, 2, 2], [1, 1, 1, 3])})
-    s = HistoryPopularity(data, g).scorer(g)(torch.tensor([0, 1, 2]))
+    s = HistoryPopularity(data).scorer(g)(torch.tensor([0, 1, 2]))
     pop = torch.tensor([0.0, 3.0, 0.0, 1.0])  # training purchases per item
     expected = pop.repeat(3, 1)
     expected[0, :3] += 1e6  # u0 viewed 0, 1, 2

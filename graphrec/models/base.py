@@ -137,6 +137,13 @@ def drop_edges(graphs: Graphs, keep: float, training: bool, generator: torch.Gen
     return {k: g.dropout(keep, generator) for k, g in graphs.items()}
 
 
+def require_upstream(meta: GraphMeta, model: str, why: str) -> None:
+    """Refuse a cascade without a behavior before the target, for a model that reads one."""
+    if len(meta.behaviors) < 2:
+        raise BadValue(f"{model} {why}, but the cascade is {' → '.join(meta.behaviors)}; ingest an upstream "
+                       "behavior (e.g. view or cart), or train a single-behavior model such as lightgcn")
+
+
 #: c0 of every behavior when ``neg_weight`` is not set: the reference's Beibei value (MODELS.md §1.10).
 DEFAULT_NEG_WEIGHT = 0.1
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from graphrec.adjacency import has_pairs, sample_row_entries
 from graphrec.errors import BadValue
 from graphrec.losses import bpr_loss, l2
-from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer
+from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, require_upstream
 from graphrec.models.lightgcn import layer_mean
 from graphrec.schema import derived_name, union_name
 
@@ -93,10 +93,7 @@ class HistGCN(Recommender):
 
     def __init__(self, params: HistGCNParams, meta: GraphMeta):
         super().__init__()
-        if len(meta.behaviors) < 2:
-            raise BadValue(f"histgcn reads the user's upstream behaviors, but the cascade is "
-                           f"{' → '.join(meta.behaviors)}; ingest an upstream behavior (e.g. view or cart), "
-                           "or train a single-behavior model such as lightgcn")
+        require_upstream(meta, "histgcn", "reads the user's upstream behaviors")
         self.params, self.meta = params, meta
         self.aux = meta.behaviors[:-1]
         self.pool = derived_name(meta.behaviors[0], meta.target)
@@ -116,11 +113,14 @@ class HistGCN(Recommender):
         out = self.bias.index_select(0, items) if self.bias is not None else None
         if self.weight is not None:
             for k, a in enumerate(self.aux):
-                term = self.weight[k] if self.conversion is None else self.weight[k] + self.conversion[k].index_select(
-                    0, items)
-                term = has_pairs(graphs[a], users, items, self.meta.n_users) * term
+                term = has_pairs(graphs[a], users, items, self.meta.n_users) * self.history_term(k, items)
                 out = term if out is None else out + term
         return out
+
+    def history_term(self, k: int, items: Tensor) -> Tensor:
+        """w_a + c_{a,i} of upstream behavior ``k`` for each of ``items`` (w_a alone without c)."""
+        w = self.weight[k].expand(items.shape)
+        return w if self.conversion is None else w + self.conversion[k].index_select(0, items)
 
     def negatives(self, graphs: Graphs, users: Tensor, uniform: Tensor) -> tuple[Tensor, Tensor]:
         """The uniform negatives with a share ``hard_negatives`` replaced by a draw from the user's
@@ -162,11 +162,7 @@ class HistGCN(Recommender):
             if self.weight is not None:
                 for k, a in enumerate(self.aux):
                     local, col, _ = graphs[a].row_entries(users)
-                    items = col - nu
-                    term = self.weight[k].expand(items.shape)
-                    if self.conversion is not None:
-                        term = term + self.conversion[k].index_select(0, items)
-                    s.index_put_((local, items), term, accumulate=True)
+                    s.index_put_((local, col - nu), self.history_term(k, col - nu), accumulate=True)
             return s
 
         return score

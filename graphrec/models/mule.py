@@ -34,7 +34,16 @@ from torch import Tensor, nn
 from graphrec.adjacency import SparseAdj, attention_spmm, spmm
 from graphrec.errors import BadValue
 from graphrec.losses import floored_bpr_loss
-from graphrec.models.base import Batch, GraphMeta, Graphs, Recommender, ScoreFn, bilinear_scorer, xavier
+from graphrec.models.base import (
+    Batch,
+    GraphMeta,
+    Graphs,
+    Recommender,
+    ScoreFn,
+    bilinear_scorer,
+    require_upstream,
+    xavier,
+)
 from graphrec.schema import derived_name, intersection_name, union_name
 
 #: Inside MuLe's log (`self.gamma`): a margin that underflows σ costs at most −log 1e-10 ≈ 23.
@@ -92,10 +101,7 @@ class MuLe(Recommender):
 
     def __init__(self, params: MuLeParams, meta: GraphMeta):
         super().__init__()
-        if len(meta.behaviors) < 2:
-            raise BadValue(f"MuLe needs an auxiliary behavior before the target; the cascade is "
-                           f"{' → '.join(meta.behaviors)}. Ingest an upstream behavior (e.g. view or cart), "
-                           "or train a single-behavior model such as lightgcn")
+        require_upstream(meta, "MuLe", "needs an auxiliary behavior before the target")
         self.params, self.meta = params, meta
         d = params.dim
         self.user = xavier(meta.n_users, d)
