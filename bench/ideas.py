@@ -5,7 +5,8 @@ mean ± std beside the default and the best published number (Markdown + CSV).
     python bench/ideas.py --dataset taobao_mbcgcn [--protocol fixed|honest|paper] [--ideas NAME,...]
                           [--seeds 0,1,2] [--set K=V] [--device auto] [--threads N] [--report-only]
 
-Runs live in bench/out/ideas/DATASET-PROTOCOL/IDEA-seedS and resume from their checkpoints; a
+Runs live in bench/out/ideas/DATASET-PROTOCOL/IDEA-seedS (DATASET-PROTOCOL-set-DIGEST with `--set`
+overrides, listed in its overrides.txt) and resume from their checkpoints; a
 second process started with the same command takes the runs the first has not locked. The first
 row is not trained: it ranks each user's own upstream items (viewed, carted, … and not yet bought)
 first, by their number of training purchases, then every other item by the same count. It is the
@@ -33,6 +34,7 @@ from graphrec.sampling import TrainData
 from graphrec.train import CHECKPOINT, fit
 
 from published import best_published
+from reproduce import out_dir_name
 
 ROOT = Path(__file__).resolve().parents[1]
 HEURISTIC = "history popularity (no training)"
@@ -40,7 +42,13 @@ HEURISTIC = "history popularity (no training)"
 #: name -> (model, config overrides, what it tests). The default first; every other idea changes one thing.
 IDEAS: dict[str, tuple[str, list[str], str]] = {
     "histgcn": ("histgcn", [], "the preset: union graph, 2 layers, history terms with per-item conversion, "
-                "item bias, uniform negatives"),
+                "item bias, uniform negatives, Adam 3e-3, L2 1e-3"),
+    "lr 1e-3 and L2 1e-4": ("histgcn", ["model_train.histgcn.lr=0.001", "models.histgcn.reg=0.0001"],
+                            "the first preset: LightGCN's Adam step and L2"),
+    "lr 1e-3": ("histgcn", ["model_train.histgcn.lr=0.001"], "a 3× smaller Adam step"),
+    "lr 1e-2": ("histgcn", ["model_train.histgcn.lr=0.01"], "a 3× larger Adam step"),
+    "L2 1e-4": ("histgcn", ["models.histgcn.reg=0.0001"], "a 10× weaker L2 on the batch's embeddings"),
+    "L2 1e-2": ("histgcn", ["models.histgcn.reg=0.01"], "a 10× stronger L2"),
     "hard negatives 0.5": ("histgcn", ["models.histgcn.hard_negatives=0.5"],
                            "half the negatives from the user's upstream, non-purchased items"),
     "hard negatives 0.25": ("histgcn", ["models.histgcn.hard_negatives=0.25"], "a quarter of them"),
@@ -54,10 +62,6 @@ IDEAS: dict[str, tuple[str, list[str], str]] = {
     "purchase graph": ("histgcn", ["models.histgcn.graph=target"], "propagation over training purchases only"),
     "1 layer": ("histgcn", ["models.histgcn.layers=1"], "shallower"),
     "3 layers": ("histgcn", ["models.histgcn.layers=3"], "deeper"),
-    "L2 1e-3": ("histgcn", ["models.histgcn.reg=0.001"], "10× the L2 on the batch's embeddings"),
-    "lr 3e-3": ("histgcn", ["model_train.histgcn.lr=0.003"], "a 3× larger Adam step in the same budget"),
-    "lr 3e-3 and L2 1e-3": ("histgcn", ["model_train.histgcn.lr=0.003", "models.histgcn.reg=0.001"],
-                            "both candidates together"),
     "dim 128": ("histgcn", ["models.histgcn.dim=128"], "wider embeddings"),
 }
 
@@ -200,8 +204,10 @@ def main() -> None:
         ideas.insert(0, "histgcn")  # every row is compared with the default
     config = ROOT / "configs" / f"{args.dataset}.yaml"
     protocol = args.protocol or load_config(config).train.protocol
-    out = ROOT / "bench/out/ideas" / f"{args.dataset}-{protocol}"
+    out = ROOT / "bench/out/ideas" / out_dir_name(args.dataset, protocol, args.set)
     out.mkdir(parents=True, exist_ok=True)
+    if args.set:
+        (out / "overrides.txt").write_text("".join(f"--set {kv}\n" for kv in args.set))
     snapshot = Path(args.snapshot or ROOT / ".graphrec/snapshots" / args.dataset)
     if not args.report_only:
         train_all(args.dataset, protocol, ideas, [int(s) for s in args.seeds.split(",")], args.device, out, config,
