@@ -31,11 +31,12 @@ from pathlib import Path
 
 import torch
 from propagation import load_edges, time_methods
-from scale import build
 
 from graphrec.adjacency import SparseAdj, csr_tensor, normalized_bipartite, spmm
 from graphrec.malloc import keep_freed_memory
 from graphrec.progress import format_table
+
+from scale import build
 
 ROOT = Path(__file__).resolve().parents[1]
 

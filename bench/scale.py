@@ -94,6 +94,17 @@ def one(snapshot: Path, model_name: str, steps: int, config: Path, device_name: 
                        else f"cpu, {torch.get_num_threads()} threads")}
 
 
+def measure(snapshot: Path, model_name: str, steps: int, preset: str, device: str) -> dict:
+    """``one`` in a fresh process, so that the peak RSS is that model's own; ``preset`` names
+    configs/PRESET.yaml."""
+    cmd = [sys.executable, __file__, "--one", str(snapshot), model_name, "--steps", str(steps), "--like", preset,
+           "--device", device]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if r.returncode:
+        sys.exit(f"{model_name} on {snapshot} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -147,12 +158,7 @@ def main() -> None:
     for size in args.sizes.split(","):
         path = snapshot_for(size, args.like, folder)
         for name in args.models.split(","):
-            cmd = [sys.executable, __file__, "--one", str(path), name, "--steps", str(args.steps),
-                   "--like", args.like, "--device", args.device]
-            r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            if r.returncode:
-                sys.exit(f"{name} on {path} failed:\n{r.stderr[-3000:]}")
-            rows.append({"size": size, **json.loads(r.stdout.strip().splitlines()[-1])})
+            rows.append({"size": size, **measure(path, name, args.steps, args.like, args.device)})
             print(f"  {size} {name}: step {rows[-1]['step_s']:.3f} s, epoch {rows[-1]['epoch_s']:.0f} s, "
                   f"eval {rows[-1]['eval_s']:.1f} s, peak RSS {rows[-1]['peak_rss_mib']:,.0f} MiB",
                   file=sys.stderr, flush=True)
