@@ -59,7 +59,7 @@ def table(datasets: list[str], models: list[str], cost: dict, acc: dict) -> str:
             a, c = acc.get((d, m)), cost.get(f"{d}/{m}")
             if a is None and c is None:
                 continue
-            rows.append([d, m, a["protocol"] if a else "", f"{a['hr@10']:.4f}" if a else "not trained",
+            rows.append([d, m, a["protocol"] if a else "", f"{a['hr@10']:.4f}" if a else "no figure yet",
                          f"{a['ndcg@10']:.4f}" if a else "", str(a["seeds"]) if a and a["seeds"] else "",
                          f"{c['epoch_s']:.1f}" if c else "", str(c["steps_per_epoch"]) if c else "",
                          f"{c['eval_s']:.2f}" if c else "", f"{c['peak_rss_mib'] / 1024:.2f}" if c else ""])
@@ -67,7 +67,7 @@ def table(datasets: list[str], models: list[str], cost: dict, acc: dict) -> str:
     return format_table(header, body)
 
 
-def plot(datasets: list[str], models: list[str], cost: dict, acc: dict, path: Path) -> None:
+def plot(datasets: list[str], models: list[str], cost: dict, acc: dict, device: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,10 +85,11 @@ def plot(datasets: list[str], models: list[str], cost: dict, acc: dict, path: Pa
                 ax.annotate(m, (c["epoch_s"], a["hr@10"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         if (d, FLOOR) in acc:
             ax.axhline(acc[(d, FLOOR)]["hr@10"], ls="--", c="grey", lw=1)
-            ax.annotate("no training (history floor)", (ax.get_xlim()[0], acc[(d, FLOOR)]["hr@10"]),
-                        textcoords="offset points", xytext=(4, -10), fontsize=7, color="grey")
+            # x in axes fractions, y in data: the label stays inside whatever the log axis spans
+            ax.text(0.02, acc[(d, FLOOR)]["hr@10"], "no training (history floor)", transform=ax.get_yaxis_transform(),
+                    va="top", fontsize=7, color="grey")
         proto = sorted({acc[(d, m)]["protocol"] for m in models if (d, m) in acc})
-        ax.set(xscale="log", xlabel="seconds per epoch (2 CPU threads)", ylabel="test HR@10",
+        ax.set(xscale="log", xlabel=f"seconds per epoch ({device})", ylabel="test HR@10",
                title=f"{d} ({', '.join(proto)})")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -126,7 +127,7 @@ def main() -> None:
     device = next(iter(cost.values()))["device"] if cost else "not measured"
     text = (f"## Which model should I use? (cost on {device})\n\n" + table(datasets, models, cost, acc) + "\n")
     Path(args.out).write_text(text)
-    plot(datasets, models, cost, acc, Path(args.plot))
+    plot(datasets, models, cost, acc, device, Path(args.plot))
     print(text)
 
 

@@ -40,6 +40,6 @@ def test_table_ranks_by_hr_and_shows_untrained_models_by_cost():
             for m, s in (("a", 2.0), ("b", 4.0), ("c", 60.0))}
     lines = [ln for ln in table(["d"], ["a", "b", "c"], cost, acc).splitlines() if ln.startswith("| d ")]
     assert [ln.split("|")[2].strip() for ln in lines] == ["b", FLOOR, "a", "c"]
-    assert "not trained" in lines[-1] and "60.0" in lines[-1]
+    assert "no figure yet" in lines[-1] and "60.0" in lines[-1]
     cells = [c.strip() for c in lines[0].split("|")[1:-1]]
     assert cells[3:] == ["0.3000", "0.1500", "3", "4.0", "10", "0.50", "1.00"]
