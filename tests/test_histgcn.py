@@ -98,9 +98,9 @@ def test_with_every_part_off_it_is_lightgcn_on_the_chosen_graph():
                   neg={"buy": torch.tensor([3, 0, 1])})
     torch.manual_seed(5)
     ours = model(graph="target", history=False, item_bias=False, conversion_bias=False, hard_negatives=0.0,
-                 layers=2, init_std=0.1)
+                 layers=2, init_std=0.1, reg=1e-3)
     torch.manual_seed(5)
-    theirs = build_model("lightgcn", LightGCNParams(dim=2, layers=2, init_std=0.1), META)
+    theirs = build_model("lightgcn", LightGCNParams(dim=2, layers=2, init_std=0.1, reg=1e-3), META)
     assert ours.loss(batch, g)[0].item() == pytest.approx(theirs.loss(batch, g)[0].item(), rel=1e-6)
     torch.testing.assert_close(ours.scorer(g)(torch.arange(3)), theirs.scorer(g)(torch.arange(3)))
 
