@@ -34,7 +34,7 @@ from graphrec.sampling import TrainData
 from graphrec.train import CHECKPOINT, fit
 
 from published import best_published
-from reproduce import out_dir_name
+from reproduce import make_out_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 HEURISTIC = "history popularity (no training)"
@@ -204,10 +204,7 @@ def main() -> None:
         ideas.insert(0, "histgcn")  # every row is compared with the default
     config = ROOT / "configs" / f"{args.dataset}.yaml"
     protocol = args.protocol or load_config(config).train.protocol
-    out = ROOT / "bench/out/ideas" / out_dir_name(args.dataset, protocol, args.set)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.set:
-        (out / "overrides.txt").write_text("".join(f"--set {kv}\n" for kv in args.set))
+    out = make_out_dir(ROOT / "bench/out/ideas", args.dataset, protocol, args.set)
     snapshot = Path(args.snapshot or ROOT / ".graphrec/snapshots" / args.dataset)
     if not args.report_only:
         train_all(args.dataset, protocol, ideas, [int(s) for s in args.seeds.split(",")], args.device, out, config,

@@ -78,6 +78,15 @@ def out_dir_name(dataset: str, protocol: str, overrides: list[str]) -> str:
     return f"{name}-set-{hashlib.sha256(chr(10).join(sorted(overrides)).encode()).hexdigest()[:8]}"
 
 
+def make_out_dir(base: Path, dataset: str, protocol: str, overrides: list[str]) -> Path:
+    """base/out_dir_name(...), created, with the overrides listed in its overrides.txt."""
+    out = base / out_dir_name(dataset, protocol, overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    if overrides:
+        (out / "overrides.txt").write_text("".join(f"--set {kv}\n" for kv in overrides))
+    return out
+
+
 def run_dir_name(variant: str) -> str:
     return variant.replace("/", "").replace(" ", "-")
 
@@ -224,10 +233,7 @@ def main() -> None:
     args = ap.parse_args()
     config = ROOT / "configs" / f"{args.dataset}.yaml"
     protocol = args.protocol or load_config(config).train.protocol
-    out = ROOT / "bench/out/reproduce" / out_dir_name(args.dataset, protocol, args.set)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.set:
-        (out / "overrides.txt").write_text("".join(f"--set {kv}\n" for kv in args.set))
+    out = make_out_dir(ROOT / "bench/out/reproduce", args.dataset, protocol, args.set)
     todo = variants([m for m in args.models.split(",") if m], args.ablations, args.without_views)
     if not args.report_only:
         snapshot = Path(args.snapshot or ROOT / ".graphrec/snapshots" / args.dataset)
