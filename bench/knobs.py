@@ -1,9 +1,10 @@
 """Knobs that matter at scale, measured (issue 18): index dtype and value dtype of the propagation,
-and users per batch (steps per epoch) with its effect on time, memory and HR@10.
+users per batch (steps per epoch) and propagations per step (layers), each with its effect on
+time, memory and HR@10.
 
     python bench/knobs.py spmm [--device auto] [--repeats 7]
-    python bench/knobs.py batch [--snapshot .graphrec/snapshots/beibei] [--model hpmr] [--sizes 128,256,512,1024]
-                                [--epochs 10] [--threads N]
+    python bench/knobs.py batch|layers [--snapshot .graphrec/snapshots/beibei] [--model hpmr] [--sizes V,V,...]
+                                       [--epochs 10] [--threads N]
 
 ``spmm``: one propagation Y = Â E forward + backward (graphrec.adjacency.spmm, the Beibei view graph
 of bench/propagation.py, d = 64) with int32 against int64 indices and float32 against bfloat16
@@ -15,6 +16,10 @@ evaluated once at the end) at each users-per-batch size, each in a fresh process
 its own); median epoch, steps per epoch, peak RSS and test HR@10 / NDCG@10. The reference setting
 stays the default; a larger batch is fewer, larger steps, so at a fixed epoch budget it also means
 fewer updates.
+
+``layers``: the same at each number of propagations per step (``models.MODEL.layers``, default
+1,2,3,4): every step propagates the whole graph that many times forward and back, so a step's cost
+is about linear in it, while the memory holds every layer's activations for the backward.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from propagation import load_edges, time_methods
@@ -94,81 +100,110 @@ def spmm_knobs(device: torch.device, repeats: int) -> str:
                             "relative error vs float32"], rows))
 
 
-def batch_run(snapshot: str, model: str, size: int, epochs: int, threads: int | None, run_dir: Path) -> dict:
+#: knob -> (its column's name, the config overrides that set it to a value, run-directory tag)
+KNOBS: dict[str, tuple[str, Callable[[str, int], list[str]], str]] = {
+    "batch": ("users (pairs) per batch",
+              lambda m, v: [f"train.batch_size={v}", f"model_train.{m}.batch_size={v}"], "b"),
+    # one propagation = one sparse product over every relation the model reads, forward and backward
+    "layers": ("propagations (layers) per step", lambda m, v: [f"models.{m}.layers={v}"], "layers"),
+}
+
+
+def knob_run(snapshot: str, model: str, knob: str, value: int, epochs: int, threads: int | None,
+             run_dir: Path) -> dict:
     from graphrec import cli
 
     args = ["train", "--model", model, "--snapshot", snapshot, "--run", str(run_dir), "--device", "cpu",
-            "--set", "train.protocol=fixed", "--set", f"train.epochs={epochs}", "--set", f"train.batch_size={size}",
-            "--set", f"model_train.{model}.batch_size={size}"]
+            "--set", "train.protocol=fixed", "--set", f"train.epochs={epochs}"]
+    for override in KNOBS[knob][1](model, value):
+        args += ["--set", override]
     if threads:
         args += ["--threads", str(threads)]
     code = cli.main(args)
     if code:
         raise SystemExit(code)
     rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = _steps_per_epoch(snapshot, model, size)
+    steps = _steps_per_epoch(snapshot, model, value if knob == "batch" else None)
     res = json.loads((run_dir / "results.json").read_text())["results"]["test"]
-    return {"size": size, "steps": steps, "epoch_s": statistics.median(r["epoch_seconds"] for r in rows[1:] or rows),
+    return {"value": value, "steps": steps,
+            "epoch_s": statistics.median(r["epoch_seconds"] for r in rows[1:] or rows),
             "epoch_min": min(r["epoch_seconds"] for r in rows), "epoch_max": max(r["epoch_seconds"] for r in rows),
             "hr@10": res["hr@10"], "ndcg@10": res["ndcg@10"],
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _steps_per_epoch(snapshot: str, model: str, size: int) -> int:
+def _preset(snapshot: str):
+    from graphrec import snapshot as snap
+    from graphrec.config import load_config
+
+    s = snap.read(snapshot)
+    preset = ROOT / "configs" / f"{s.dataset}.yaml"
+    return s, load_config(preset if preset.exists() else None, [])
+
+
+def _steps_per_epoch(snapshot: str, model: str, size: int | None) -> int:
     from dataclasses import replace
 
-    from graphrec import snapshot as snap
-    from graphrec.config import load_config, train_config
+    from graphrec.config import train_config
     from graphrec.sampling import model_batches
 
-    s = snap.read(snapshot)
-    preset = ROOT / "configs" / f"{s.dataset}.yaml"
-    cfg = load_config(preset if preset.exists() else None, [])
-    tc = replace(train_config(cfg, model), protocol="fixed", batch_size=size)
+    s, cfg = _preset(snapshot)
+    tc = replace(train_config(cfg, model), protocol="fixed")
+    tc = replace(tc, batch_size=size) if size is not None else tc
     data, _, net = build(s, cfg, tc, model, torch.device("cpu"))
-    return sum(1 for _ in model_batches(net, data, size, tc.drop_last, torch.Generator().manual_seed(0), "cpu"))
+    return sum(1 for _ in model_batches(net, data, tc.batch_size, tc.drop_last, torch.Generator().manual_seed(0),
+                                        "cpu"))
 
 
-def batch_knob(snapshot: str, model: str, sizes: list[int], epochs: int, threads: int | None, out: Path) -> str:
-    from graphrec import snapshot as snap
-    from graphrec.config import load_config, train_config
+def _reference(snapshot: str, model: str, knob: str) -> int | None:
+    """The preset's own value of ``knob`` for ``model``."""
+    from graphrec.config import model_params, train_config
 
-    s = snap.read(snapshot)
-    preset = ROOT / "configs" / f"{s.dataset}.yaml"
-    tc = train_config(load_config(preset if preset.exists() else None, []), model)
+    _, cfg = _preset(snapshot)
+    if knob == "batch":
+        return train_config(cfg, model).batch_size
+    return getattr(model_params(cfg, model), "layers", None)
+
+
+def knob_table(snapshot: str, model: str, knob: str, values: list[int], epochs: int, threads: int | None,
+               out: Path) -> str:
+    """``knob`` at each of ``values``, every run in a fresh process (its peak RSS is its own) and
+    kept in ``out`` (a finished one is read back, not trained again)."""
+    name, _, tag = KNOBS[knob]
+    dataset = _preset(snapshot)[0].dataset
+    reference = _reference(snapshot, model, knob)
     rows = []
-    for size in sizes:
-        run_dir = out / f"{model}-b{size}"
-        if (run_dir / "results.json").exists():
+    for value in values:
+        run_dir = out / f"{model}-{tag}{value}"
+        if (run_dir / "results.json").exists() and (run_dir / "knob.json").exists():
             r = json.loads((run_dir / "knob.json").read_text())
         else:
-            cmd = [sys.executable, __file__, "batch", "--one", str(size), "--snapshot", snapshot, "--model", model,
+            cmd = [sys.executable, __file__, knob, "--one", str(value), "--snapshot", snapshot, "--model", model,
                    "--epochs", str(epochs), "--out", str(out)] + (["--threads", str(threads)] if threads else [])
             p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             if p.returncode:
-                sys.exit(f"batch {size} failed:\n{p.stderr[-3000:]}")
+                sys.exit(f"{knob} {value} failed:\n{p.stderr[-3000:]}")
             r = json.loads(p.stdout.strip().splitlines()[-1])
             (run_dir / "knob.json").write_text(json.dumps(r) + "\n")
-        rows.append([f"{size}{' (reference)' if size == tc.batch_size else ''}", r["steps"],
+        rows.append([f"{value}{' (reference)' if value == reference else ''}", r["steps"],
                      f"{r['epoch_s']:.1f} ({r['epoch_min']:.1f}–{r['epoch_max']:.1f})",
-                     f"{r['peak_rss_mib'] / 1024:.2f}",
-                     f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}"])
-        print(f"  batch {size}: {rows[-1]}", file=sys.stderr, flush=True)
-    return (f"## users per batch: {model} on {s.dataset}, {epochs} epochs under fixed, "
+                     f"{r['peak_rss_mib'] / 1024:.2f}", f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}"])
+        print(f"  {knob} {value}: {rows[-1]}", file=sys.stderr, flush=True)
+    return (f"## {name}: {model} on {dataset}, {epochs} epochs under fixed, "
             f"cpu {threads or torch.get_num_threads()} thread(s)\n\n"
-            + format_table(["users (pairs) per batch", "steps/epoch", "epoch s, median (min–max)", "peak RSS GiB",
+            + format_table([name, "steps/epoch", "epoch s, median (min–max)", "peak RSS GiB",
                             "test HR@10", "test NDCG@10"], rows))
 
 
 def main() -> None:
     keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["spmm", "batch"])
+    ap.add_argument("what", choices=["spmm", *KNOBS])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--snapshot", default=str(ROOT / ".graphrec/snapshots/beibei"))
     ap.add_argument("--model", default="hpmr")
-    ap.add_argument("--sizes", default="128,256,512,1024")
+    ap.add_argument("--sizes", help="the knob's values (default: batch 128,256,512,1024; layers 1,2,3,4)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--out", default=str(ROOT / "bench/out/knobs"))
@@ -177,7 +212,8 @@ def main() -> None:
     out = Path(args.out)
     if args.one:
         t = time.perf_counter()
-        r = batch_run(args.snapshot, args.model, args.one, args.epochs, args.threads, out / f"{args.model}-b{args.one}")
+        run_dir = out / f"{args.model}-{KNOBS[args.what][2]}{args.one}"
+        r = knob_run(args.snapshot, args.model, args.what, args.one, args.epochs, args.threads, run_dir)
         print(json.dumps({**r, "seconds": time.perf_counter() - t}))
         return
     if args.what == "spmm":
@@ -185,7 +221,8 @@ def main() -> None:
 
         text = spmm_knobs(pick_device(args.device), args.repeats)
     else:
-        text = batch_knob(args.snapshot, args.model, [int(x) for x in args.sizes.split(",")], args.epochs,
+        sizes = args.sizes or ("128,256,512,1024" if args.what == "batch" else "1,2,3,4")
+        text = knob_table(args.snapshot, args.model, args.what, [int(x) for x in sizes.split(",")], args.epochs,
                           args.threads, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.what}.md").write_text(text + "\n")
