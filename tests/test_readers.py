@@ -247,3 +247,33 @@ def test_the_fingerprint_skips_sorting_a_sorted_log_and_keeps_its_value(tiny_csv
     assert not readers._is_sorted(pd.DataFrame({"behavior": ["a", "a"], "user": ["u", "u"], "item": ["b", "a"]}), keys)
     again = dataclasses.replace(data, frame=shuffled)
     assert again.fingerprint() == data.fingerprint()
+
+
+def test_a_parquet_log_read_in_chunks_is_the_log_read_whole(tmp_path):
+    from graphrec.ingest.readers import read_long
+
+    # 9 of the 12 timestamps are in seconds, but rows 1-4 are mostly ms: a chunk of 4 rows judged
+    # alone would take ms as its unit and refuse the seconds rows
+    ts = ["1700000000000", "1700000001000", "1700000002000", "1700000003",
+          "1700000004", "1700000005", "1700000006", "1700000007",
+          "1700000008", "1700000009", "1700000010", "1700000011"]
+    beh = ["view", "cart", "buy", "pv", "view", "buy", "cart", "view", "buy", "buy", " view ", "cart"]
+    df = pd.DataFrame({"user": [f"u{i % 3}" for i in range(12)], "item": [f"i{i % 5}" for i in range(12)],
+                       "behavior": beh, "timestamp": ts})
+    p = tmp_path / "log.parquet"
+    df.to_parquet(p)
+    whole = read_long(p, "parquet", None, {}, True, chunk_rows=1000)
+    for rows in (1, 4, 5):
+        part = read_long(p, "parquet", None, {}, True, chunk_rows=rows)
+        assert part.behaviors == whole.behaviors and part.raw_rows == whole.raw_rows == 12
+        pd.testing.assert_frame_equal(part.frame, whole.frame)
+        pd.testing.assert_frame_equal(part.rejected, whole.rejected)
+    assert list(whole.rejected["line"]) == [1, 2, 3]  # the three ms values, numbered in the file
+    assert whole.rejected["reason"].str.contains("another unit than the column's s").all()
+    with pytest.raises(InputError, match=r"log\.parquet.*row 1: timestamp in another unit"):
+        read_long(p, "parquet", None, {}, False, chunk_rows=1)
+    df.loc[9, "user"] = ""
+    df.loc[0:2, "timestamp"] = "1700000000"
+    df.to_parquet(p)
+    with pytest.raises(InputError, match=r"row 10: empty user id"):
+        read_long(p, "parquet", None, {}, False, chunk_rows=4)
