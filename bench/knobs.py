@@ -155,11 +155,10 @@ def _steps_per_epoch(snapshot: str, model: str, size: int | None) -> int:
                                         "cpu"))
 
 
-def _reference(snapshot: str, model: str, knob: str) -> int | None:
-    """The preset's own value of ``knob`` for ``model``."""
+def _reference(cfg, model: str, knob: str) -> int | None:
+    """The preset's (``cfg``'s) own value of ``knob`` for ``model``."""
     from graphrec.config import model_params, train_config
 
-    _, cfg = _preset(snapshot)
     if knob == "batch":
         return train_config(cfg, model).batch_size
     return getattr(model_params(cfg, model), "layers", None)
@@ -170,8 +169,8 @@ def knob_table(snapshot: str, model: str, knob: str, values: list[int], epochs: 
     """``knob`` at each of ``values``, every run in a fresh process (its peak RSS is its own) and
     kept in ``out`` (a finished one is read back, not trained again)."""
     name, _, tag = KNOBS[knob]
-    dataset = _preset(snapshot)[0].dataset
-    reference = _reference(snapshot, model, knob)
+    s, cfg = _preset(snapshot)
+    reference = _reference(cfg, model, knob)
     rows = []
     for value in values:
         run_dir = out / f"{model}-{tag}{value}"
@@ -189,7 +188,7 @@ def knob_table(snapshot: str, model: str, knob: str, values: list[int], epochs: 
                      f"{r['epoch_s']:.1f} ({r['epoch_min']:.1f}–{r['epoch_max']:.1f})",
                      f"{r['peak_rss_mib'] / 1024:.2f}", f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}"])
         print(f"  {knob} {value}: {rows[-1]}", file=sys.stderr, flush=True)
-    return (f"## {name}: {model} on {dataset}, {epochs} epochs under fixed, "
+    return (f"## {name}: {model} on {s.dataset}, {epochs} epochs under fixed, "
             f"cpu {threads or torch.get_num_threads()} thread(s)\n\n"
             + format_table([name, "steps/epoch", "epoch s, median (min–max)", "peak RSS GiB",
                             "test HR@10", "test NDCG@10"], rows))

@@ -561,15 +561,21 @@ def _diagnose(path: Path, sep: str, header: list[str], exc: Exception) -> InputE
 TS_UNITS = ((1e11, 1, "seconds"), (1e14, 1e3, "milliseconds"), (1e17, 1e6, "microseconds"), (1e20, 1e9, "nanoseconds"))
 
 
+def _usable_timestamps(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Per row, why a stripped timestamp string is refused before parsing (too long; None: fine),
+    and the strings worth parsing (empty and refused ones missing)."""
+    reason = pd.Series(None, index=s.index, dtype=object)
+    too_long = s.str.len() > MAX_TS_LEN
+    reason[too_long] = f"timestamp longer than {MAX_TS_LEN} characters"
+    return reason, s.where((s != "") & ~too_long)
+
+
 def _timestamp_bands(s: pd.Series) -> tuple[pd.Series, pd.Series, np.ndarray, np.ndarray]:
     """For stripped timestamp strings: the reasons found so far (too long, not finite, out of range),
     the values usable as Unix times (else NaN), each value's unit band (index into TS_UNITS) and
     how many usable values fall in each band."""
-    empty = s == ""
-    reason = pd.Series(None, index=s.index, dtype=object)
-    too_long = s.str.len() > MAX_TS_LEN
-    reason[too_long] = f"timestamp longer than {MAX_TS_LEN} characters"
-    num = pd.to_numeric(s.where(~empty & ~too_long), errors="coerce")
+    reason, usable = _usable_timestamps(s)
+    num = pd.to_numeric(usable, errors="coerce")
     numeric = num.notna()
     infinite = numeric & ~np.isfinite(num.where(numeric, 0.0))
     reason[infinite] = "timestamp is not a finite number"
@@ -590,11 +596,8 @@ def _parse_timestamps(s: pd.Series, time_format: str | None = None, unit: int | 
     (None: fine)."""
     empty = s == ""
     if time_format is not None:
-        reason = pd.Series(None, index=s.index, dtype=object)
-        too_long = s.str.len() > MAX_TS_LEN
-        reason[too_long] = f"timestamp longer than {MAX_TS_LEN} characters"
-        parsed = pd.to_datetime(s.where(~empty & ~too_long), errors="coerce", utc=True, format=time_format,
-                                exact=True)
+        reason, usable = _usable_timestamps(s)
+        parsed = pd.to_datetime(usable, errors="coerce", utc=True, format=time_format, exact=True)
         out = _unix_seconds(parsed).astype("Int64")
         reason[out.isna() & ~empty & reason.isna()] = f"timestamp does not match the format {time_format!r}"
         return out.array, reason
