@@ -2,7 +2,8 @@
 one plot for docs/results.md.
 
     python bench/choose.py [--datasets taobao_mbcgcn,beibei,taobao] [--models hpmr,ghcf,...]
-                           [--steps 8] [--device auto] [--accuracy docs/accuracy.csv] [--report-only]
+                           [--steps 8] [--device auto] [--accuracy docs/accuracy.csv]
+                           [--costs docs/costs.json] [--report-only]
 
 Cost is measured here, each model in a fresh process on the data set's snapshot
 (.graphrec/snapshots/DATASET) with its preset (configs/DATASET.yaml), as bench/scale.py measures it:
@@ -10,10 +11,12 @@ Cost is measured here, each model in a fresh process on the data set's snapshot
 evaluation of every test user against every item, the process's peak RSS. Accuracy is read from
 ``--accuracy``, the figures of finished runs recorded in docs/results.md (each row names its protocol,
 seeds and run), because a 100-epoch run of every model does not fit in one benchmark. A model
-without a recorded figure is shown with its cost only. The row ``floor`` is the untrained
+without a recorded figure is shown with its cost only. The costs are kept in ``--costs`` (committed,
+each with the day and the device it was measured on), so ``--report-only`` rebuilds the table and the
+plot from a clean checkout after a new accuracy figure, without measuring again. The row ``floor`` is the untrained
 history-popularity ranking of bench/ideas.py.
 
-Writes bench/out/choose.md, bench/out/choose.json and docs/img/which-model.png.
+Writes bench/out/choose.md, docs/costs.json (unless --report-only) and docs/img/which-model.png.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import argparse
 import csv
 import json
 import sys
+from datetime import date
 from pathlib import Path
 
 from scale import measure
+
+from graphrec.runs import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = "histgcn,hpmr,mule,ghcf,lightgcn_m,ehcf,lightgcn,nmtr"
@@ -106,12 +112,15 @@ def main() -> None:
     ap.add_argument("--accuracy", default=str(ROOT / "docs/accuracy.csv"))
     ap.add_argument("--out", default=str(ROOT / "bench/out/choose.md"))
     ap.add_argument("--plot", default=str(ROOT / "docs/img/which-model.png"))
-    ap.add_argument("--report-only", action="store_true", help="reuse the costs in --out's .json")
+    ap.add_argument("--costs", default=str(ROOT / "docs/costs.json"))
+    ap.add_argument("--report-only", action="store_true", help="reuse the costs in --costs, measure nothing")
     args = ap.parse_args()
     datasets, models = args.datasets.split(","), args.models.split(",")
     acc = read_accuracy(Path(args.accuracy))
-    cost_file = Path(args.out).with_suffix(".json")
+    cost_file = Path(args.costs)
     cost = json.loads(cost_file.read_text()) if cost_file.is_file() else {}
+    if args.report_only and not cost:
+        sys.exit(f"no costs in {cost_file}: run bench/choose.py without --report-only to measure them")
     if not args.report_only:
         for d in datasets:
             snapshot = ROOT / ".graphrec/snapshots" / d
@@ -119,13 +128,14 @@ def main() -> None:
                 sys.exit(f"no snapshot {snapshot}: run `graphrec ingest --dataset {d} --config configs/{d}.yaml` "
                          f"and `graphrec export --dataset {d}` first")
             for m in models:
-                cost[f"{d}/{m}"] = c = measure(snapshot, m, args.steps, d, args.device)
+                cost[f"{d}/{m}"] = c = {**measure(snapshot, m, args.steps, d, args.device),
+                                        "measured": str(date.today())}
                 print(f"  {d} {m}: epoch {c['epoch_s']:.1f} s, eval {c['eval_s']:.2f} s, "
                       f"peak RSS {c['peak_rss_mib']:,.0f} MiB", file=sys.stderr, flush=True)
-                cost_file.parent.mkdir(parents=True, exist_ok=True)
-                cost_file.write_text(json.dumps(cost, indent=1) + "\n")
+                write_atomic(cost_file, (json.dumps(cost, indent=1) + "\n").encode())
     device = next(iter(cost.values()))["device"] if cost else "not measured"
     text = (f"## Which model should I use? (cost on {device})\n\n" + table(datasets, models, cost, acc) + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     plot(datasets, models, cost, acc, device, Path(args.plot))
     print(text)

@@ -43,3 +43,22 @@ def test_table_ranks_by_hr_and_shows_untrained_models_by_cost():
     assert "no figure yet" in lines[-1] and "60.0" in lines[-1]
     cells = [c.strip() for c in lines[0].split("|")[1:-1]]
     assert cells[3:] == ["0.3000", "0.1500", "3", "4.0", "10", "0.50", "1.00"]
+
+
+def test_the_committed_costs_rebuild_the_table_in_the_results_page():
+    """docs/costs.json + docs/accuracy.csv give exactly the table docs/results.md shows, so the page
+    cannot drift from the figures `bench/choose.py --report-only` reads."""
+    import json
+
+    from choose import MODELS
+
+    cost = json.loads((ROOT / "docs" / "costs.json").read_text())
+    for key, c in cost.items():
+        assert {"epoch_s", "steps_per_epoch", "eval_s", "peak_rss_mib", "device", "measured"} <= c.keys(), key
+    acc = read_accuracy(ROOT / "docs" / "accuracy.csv")
+    assert all(f"{d}/{m}" in cost for d, m in acc if m != FLOOR), "a recorded figure without a cost"
+    page = (ROOT / "docs" / "results.md").read_text()
+    section = page[page.index("## Which model should I use?"):]
+    shown = [ln for ln in section.splitlines() if ln.startswith("|")]
+    built = table(["taobao_mbcgcn", "beibei", "taobao"], MODELS.split(","), cost, acc).splitlines()
+    assert shown[:len(built)] == built
