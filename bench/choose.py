@@ -28,9 +28,9 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from scale import measure
-
 from graphrec.runs import write_atomic
+
+from scale import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = "histgcn,hpmr,mule,ghcf,lightgcn_m,ehcf,lightgcn,nmtr"

@@ -147,6 +147,53 @@ def dgl_step(u: np.ndarray, i: np.ndarray, n_u: int, n_i: int, device: torch.dev
     return step, ""
 
 
+def numba_step(adj: SparseAdj, device: torch.device):
+    """A plain loop compiled by numba over graphrec's own column tiles (each output row of a tile
+    summed in registers, the tile's rows split over the threads), forward on the matrix's tiles and
+    backward on the transpose's: how far MKL's product is from a hand-written one on this CPU.
+    Optional (the bench extra)."""
+    if device.type != "cpu":
+        return None, "skipped: the numba kernel is for the CPU"
+    try:
+        import numba
+    except ImportError:
+        return None, "skipped: numba is not installed (pip install -e '.[bench]')"
+    numba.set_num_threads(torch.get_num_threads())
+
+    @numba.njit(parallel=True, fastmath=True, boundscheck=False)
+    def tile_add(crow, col, val, alpha, x, c0, out, r0):  # pragma: no cover - compiled
+        for rr in numba.prange(crow.shape[0] - 1):
+            if crow[rr] == crow[rr + 1]:
+                continue
+            acc = np.zeros(out.shape[1], dtype=np.float32)
+            for p in range(crow[rr], crow[rr + 1]):
+                v, c = val[p] * alpha, col[p] + c0
+                for k in range(out.shape[1]):
+                    acc[k] += v * x[c, k]
+            for k in range(out.shape[1]):
+                out[r0 + rr, k] += acc[k]
+
+    def product(transposed: bool, x: torch.Tensor) -> torch.Tensor:
+        alpha, tiles = adj._cpu_tiles(transposed, x.shape[1], x.element_size())
+        xn = x.detach().contiguous().numpy()
+        out = np.zeros((adj.shape[1 if transposed else 0], x.shape[1]), dtype=np.float32)
+        for r0, _, c0, _, t in tiles:
+            tile_add(t.crow_indices().numpy(), t.col_indices().numpy(), t.values().numpy(), alpha, xn, c0, out, r0)
+        return torch.from_numpy(out)
+
+    class Hand(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):  # type: ignore[override]
+            return product(False, x)
+
+        @staticmethod
+        def backward(ctx, grad):  # type: ignore[override]
+            return product(True, grad)
+
+    product(False, torch.zeros(adj.shape[1], 64))  # compile outside the timed rounds
+    return Hand.apply, ""
+
+
 def main() -> None:
     keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,6 +223,7 @@ def main() -> None:
 
     A = adj.matrix
     step, why = dgl_step(u, i, n_u, n_i, device)
+    hand, hand_why = numba_step(adj, device)
     # Compacting changes the structure, so a CPU tile plan would be rebuilt every step; untiled is
     # the rejected variant's best case.
     untiled = SparseAdj(adj.matrix, adj.transpose, adj.perm, cpu_tile_bytes=0)
@@ -185,6 +233,7 @@ def main() -> None:
         OURS: lambda x: spmm(adj, x),
         f"ours + edge dropout (keep {args.keep}), fresh mask each step": lambda x: spmm(adj.dropout(args.keep, gen), x),
         "ours without CPU column tiles (cpu_tile_bytes=0)": lambda x: spmm(untiled, x),
+        "hand-written loop over our tiles (numba), explicit transpose": hand or hand_why,
         "rejected: dropout removing dropped entries (untiled)": lambda x: spmm(compacted(untiled, args.keep, gen), x),
     }
     if device.type != "cpu":
