@@ -34,6 +34,7 @@ from scale import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = "histgcn,hpmr,mule,ghcf,lightgcn_m,ehcf,lightgcn,nmtr"
+DATASETS = "taobao_mbcgcn,beibei,taobao"
 FLOOR = "floor"
 
 
@@ -107,7 +108,7 @@ def plot(datasets: list[str], models: list[str], cost: dict, acc: dict, device: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", default="taobao_mbcgcn,beibei,taobao")
+    ap.add_argument("--datasets", default=DATASETS)
     ap.add_argument("--models", default=MODELS)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--device", default="auto")
@@ -124,6 +125,7 @@ def main() -> None:
     if args.report_only and not cost:
         sys.exit(f"no costs in {cost_file}: run bench/choose.py without --report-only to measure them")
     if not args.report_only:
+        cost_file.parent.mkdir(parents=True, exist_ok=True)
         for d in datasets:
             snapshot = ROOT / ".graphrec/snapshots" / d
             if not (snapshot / "manifest.json").is_file():

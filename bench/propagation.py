@@ -147,13 +147,15 @@ def dgl_step(u: np.ndarray, i: np.ndarray, n_u: int, n_i: int, device: torch.dev
     return step, ""
 
 
-def numba_step(adj: SparseAdj, device: torch.device):
+def numba_step(adj: SparseAdj, dim: int, device: torch.device):
     """A plain loop compiled by numba over graphrec's own column tiles (each output row of a tile
     summed in registers, the tile's rows split over the threads), forward on the matrix's tiles and
     backward on the transpose's: how far MKL's product is from a hand-written one on this CPU.
     Optional (the bench extra)."""
     if device.type != "cpu":
         return None, "skipped: the numba kernel is for the CPU"
+    if adj._cpu_tiles(False, dim, 4) is None:
+        return None, "skipped: the graph is too small for column tiles"
     try:
         import numba
     except ImportError:
@@ -190,7 +192,7 @@ def numba_step(adj: SparseAdj, device: torch.device):
         def backward(ctx, grad):  # type: ignore[override]
             return product(True, grad)
 
-    product(False, torch.zeros(adj.shape[1], 64))  # compile outside the timed rounds
+    product(False, torch.zeros(adj.shape[1], dim))  # compile (and plan the tiles) outside the timed rounds
     return Hand.apply, ""
 
 
@@ -223,7 +225,7 @@ def main() -> None:
 
     A = adj.matrix
     step, why = dgl_step(u, i, n_u, n_i, device)
-    hand, hand_why = numba_step(adj, device)
+    hand, hand_why = numba_step(adj, args.dim, device)
     # Compacting changes the structure, so a CPU tile plan would be rebuilt every step; untiled is
     # the rejected variant's best case.
     untiled = SparseAdj(adj.matrix, adj.transpose, adj.perm, cpu_tile_bytes=0)
