@@ -16,7 +16,8 @@ LAUNCHER := neo4j-runtime/target/classes/graphrec/Launcher.class
 
 setup: $(STAMP) $(LAUNCHER)
 
-$(STAMP): pyproject.toml
+# setup.py and the C file: the compiled product is rebuilt when they change
+$(STAMP): pyproject.toml setup.py graphrec/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null \

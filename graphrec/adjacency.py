@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphrec import native
+
 # int32 indices: 31.3 vs 34.1 ms per product with int64 (4.82M nonzeros, d=64, 2 CPU threads, MKL);
 # cuSPARSE takes int32 too. int64 only when a size would overflow.
 _INT32_MAX = 2**31 - 1
@@ -236,6 +238,28 @@ class SparseAdj:
             vals = torch.where(self._mask.index_select(0, idx), vals * self._scale, 0.0).to(vals.dtype)
         return local, base.matrix.col_indices().index_select(0, idx).long(), vals
 
+    def _rows_reading(self, transposed: bool, cols: tuple[int, int]) -> tuple[int, int]:
+        """The span of (transposed) rows with a nonzero in columns ``cols[0]..cols[1]-1``, (0, 0)
+        if none; structure only, computed once per span. In a bipartite graph (users first) the
+        item columns are read by the user rows alone, so a product with x nonzero only there
+        writes those rows and zero-fills the rest."""
+        key = f"rows_reading/{int(transposed)}/{cols[0]}/{cols[1]}"
+        if key not in self._structure:
+            csr = self._pattern(transposed)
+            crow, col = csr.crow_indices(), csr.col_indices()
+            inside = (col >= cols[0]) & (col < cols[1])
+            hit = torch.nonzero(inside).squeeze(1)
+            if hit.numel() == 0:
+                self._structure[key] = torch.tensor([0, 0])
+            else:
+                first, last = int(hit[0]), int(hit[-1])
+                # the row of a nonzero p is the last r with crow[r] <= p
+                r0 = int(torch.searchsorted(crow, torch.tensor(first, dtype=crow.dtype), right=True)) - 1
+                r1 = int(torch.searchsorted(crow, torch.tensor(last, dtype=crow.dtype), right=True))
+                self._structure[key] = torch.tensor([r0, r1])
+        span = self._structure[key]
+        return int(span[0]), int(span[1])
+
     def _cpu_tiles(self, transposed: bool, dim: int, itemsize: int) -> tuple[float, list] | None:
         """``(alpha, tiles)``: the (transposed) matrix is ``alpha`` times the column tiles
         ``(r0, r1, c0, c1, csr)``, for an operand of width ``dim``; None when untiled."""
@@ -304,6 +328,8 @@ def _product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int, int] 
                          f"use adj.to(device) or normalized_bipartite(dtype=...)")
     # MKL and cuSPARSE want a row-major operand; an expanded gradient (stride 0) would be copied anyway.
     x = x.contiguous()
+    if x.device.type == "cpu" and x.dtype == torch.float32 and native.enabled():
+        return _native_product(adj, x, transposed, rows, cols)
     tiled = adj._cpu_tiles(transposed, x.shape[1], x.element_size()) if x.device.type == "cpu" else None
     if tiled is None:
         csr = adj.transpose if transposed else adj.matrix
@@ -319,6 +345,25 @@ def _product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int, int] 
         if (rows is None or (r0 < rows[1] and r1 > rows[0])) and (cols is None or (c0 < cols[1] and c1 > cols[0])):
             out[r0:r1].addmm_(block, x[c0:c1], alpha=alpha)
     return out if rows is None else out[rows[0]:rows[1]]
+
+
+def _native_product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int, int] | None,
+                    cols: tuple[int, int] | None) -> Tensor:
+    """``_product`` on graphrec's compiled kernel: one pass over the CSR's rows, each output row
+    summed in registers. Untiled: the kernel gathers from L3 fast enough that column tiles (MKL's
+    fix) cost more in read-modify-writes of the output than they save (bench/propagation.py)."""
+    csr = adj.transpose if transposed else adj.matrix
+    crow, col, values = csr.crow_indices(), csr.col_indices(), csr.values()
+    n_out = csr.shape[0]
+    lo, hi = rows if rows is not None else (0, n_out)
+    if cols is not None and rows is None:
+        lo, hi = adj._rows_reading(transposed, cols)
+        out = x.new_empty((n_out, x.shape[1]))
+        out[:lo].zero_()
+        out[hi:].zero_()
+        native.csr_mm(crow, col, values, x, out[lo:hi], row0=lo)
+        return out
+    return native.csr_mm(crow, col, values, x, x.new_empty((hi - lo, x.shape[1])), row0=lo)
 
 
 class _SpMM(torch.autograd.Function):

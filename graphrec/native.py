@@ -1,0 +1,94 @@
+"""graphrec's compiled CPU product (graphrec/_native.c): loading it, the switch, the checked call.
+
+The extension is built by ``pip install`` where a C compiler exists and is optional: without it,
+or with ``GRAPHREC_NATIVE=0`` in the environment, graphrec.adjacency multiplies with torch's MKL
+product. ``status()`` says which one runs and why.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+_loaded = False
+_module: ModuleType | None = None
+_reason = ""
+_forced: bool | None = None
+
+
+def _load() -> ModuleType | None:
+    global _loaded, _module, _reason
+    if not _loaded:
+        _loaded = True
+        if os.environ.get("GRAPHREC_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+            _reason = "turned off by GRAPHREC_NATIVE=0"
+        else:
+            try:
+                from graphrec import _native
+                _module, _reason = _native, "built at install"
+            except ImportError as e:  # not built: no compiler at install time
+                _reason = (f"not built ({e}); reinstall with a C compiler present "
+                           "(pip install -e .) to get the faster CPU product")
+    return _module
+
+
+def enabled() -> bool:
+    """Whether CPU products run on the compiled kernel (``use`` overrides the environment)."""
+    if _forced is not None:
+        return _forced and _load() is not None
+    return _load() is not None
+
+
+def use(on: bool | None) -> None:
+    """Force the compiled kernel on (if built) or off; None goes back to the environment's choice.
+    For benchmarks and the tests that compare the two products."""
+    global _forced
+    _forced = on
+
+
+def status() -> str:
+    """One line: which CPU product runs and why."""
+    _load()
+    if _forced is False:
+        return "MKL product (compiled kernel turned off by graphrec.native.use(False))"
+    return f"compiled kernel ({_reason})" if _module is not None else f"MKL product: compiled kernel {_reason}"
+
+
+def csr_mm(crow: Tensor, col: Tensor, values: Tensor, x: Tensor, out: Tensor, *, row0: int = 0,
+           rows: Tensor | None = None, alpha: float = 1.0, accumulate: bool = False) -> Tensor:
+    """``out[k] (+)= alpha · Σ_p values[p] · x[col[p]]`` over the CSR row ``row0 + k`` (or
+    ``rows[k]``) for every row k of ``out``. float32 operands, int32 or int64 indices, all on CPU
+    and contiguous; ``x`` and ``out`` have the same width. Returns ``out``."""
+    module = _load()
+    if module is None:
+        raise RuntimeError(status())
+    n, d = out.shape
+    bits = {torch.int32: 32, torch.int64: 64}.get(crow.dtype)
+    if bits is None or col.dtype != crow.dtype:
+        raise ValueError(f"crow and col must both be int32 or int64, got {crow.dtype} and {col.dtype}")
+    tensors = {"crow": crow, "col": col, "values": values, "x": x, "out": out}
+    for name, t in tensors.items():
+        if t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous CPU tensor")
+    if values.dtype != torch.float32 or x.dtype != torch.float32 or out.dtype != torch.float32:
+        raise ValueError(f"values, x and out must be float32, got {values.dtype}, {x.dtype}, {out.dtype}")
+    if x.dim() != 2 or x.shape[1] != d or values.numel() != col.numel():
+        raise ValueError(f"x must be 2-D with width {d} and values one per column index")
+    if rows is not None:
+        if rows.dtype != torch.int64 or rows.numel() != n or not rows.is_contiguous():
+            raise ValueError("rows must be a contiguous int64 tensor with one row number per output row")
+        if n and (int(rows.min()) < 0 or int(rows.max()) >= crow.numel() - 1):
+            raise ValueError(f"rows must be within [0, {crow.numel() - 1})")
+    elif not 0 <= row0 <= row0 + n <= crow.numel() - 1:
+        raise ValueError(f"rows {row0}..{row0 + n - 1} are outside the CSR's {crow.numel() - 1} rows")
+    if n == 0 or d == 0:
+        return out
+    # Indices are trusted past this point: a column outside x would read out of bounds. The CSRs
+    # come from SparseAdj, whose constructors check them.
+    module.csr_mm(n, 0 if rows is None else rows.data_ptr(), row0, crow.data_ptr(), col.data_ptr(),
+                  values.data_ptr(), x.data_ptr(), out.data_ptr(), d, float(alpha), int(accumulate), bits,
+                  torch.get_num_threads())
+    return out
