@@ -352,7 +352,14 @@ def _native_product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int
     """``_product`` on graphrec's compiled kernel: one pass over the CSR's rows, each output row
     summed in registers. Untiled: the kernel gathers from L3 fast enough that column tiles (MKL's
     fix) cost more in read-modify-writes of the output than they save (bench/propagation.py)."""
-    csr = adj.transpose if transposed else adj.matrix
+    drop = {}
+    if adj._base is not None and adj._matrix is None:
+        # An edge-dropout copy: the kernel reads the base values and the mask (through perm for the
+        # transpose) instead of a masked copy of every value per direction; 1/keep rides on alpha.
+        csr = adj._base.transpose if transposed else adj._base.matrix
+        drop = {"keep": adj._mask, "keep_at": adj.perm if transposed else None, "alpha": adj._scale}
+    else:
+        csr = adj.transpose if transposed else adj.matrix
     crow, col, values = csr.crow_indices(), csr.col_indices(), csr.values()
     n_out = csr.shape[0]
     lo, hi = rows if rows is not None else (0, n_out)
@@ -361,9 +368,9 @@ def _native_product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int
         out = x.new_empty((n_out, x.shape[1]))
         out[:lo].zero_()
         out[hi:].zero_()
-        native.csr_mm(crow, col, values, x, out[lo:hi], row0=lo)
+        native.csr_mm(crow, col, values, x, out[lo:hi], row0=lo, **drop)
         return out
-    return native.csr_mm(crow, col, values, x, x.new_empty((hi - lo, x.shape[1])), row0=lo)
+    return native.csr_mm(crow, col, values, x, x.new_empty((hi - lo, x.shape[1])), row0=lo, **drop)
 
 
 class _SpMM(torch.autograd.Function):

@@ -58,10 +58,13 @@ def status() -> str:
 
 
 def csr_mm(crow: Tensor, col: Tensor, values: Tensor, x: Tensor, out: Tensor, *, row0: int = 0,
-           rows: Tensor | None = None, alpha: float = 1.0, accumulate: bool = False) -> Tensor:
+           rows: Tensor | None = None, alpha: float = 1.0, accumulate: bool = False,
+           keep: Tensor | None = None, keep_at: Tensor | None = None) -> Tensor:
     """``out[k] (+)= alpha · Σ_p values[p] · x[col[p]]`` over the CSR row ``row0 + k`` (or
     ``rows[k]``) for every row k of ``out``. float32 operands, int32 or int64 indices, all on CPU
-    and contiguous; ``x`` and ``out`` have the same width. Returns ``out``."""
+    and contiguous; ``x`` and ``out`` have the same width. ``keep``: an edge-dropout mask (bool,
+    one per nonzero) that zeroes the dropped values, read at ``keep_at[p]`` (int64) when given,
+    e.g. a transpose reading its matrix's mask through perm. Returns ``out``."""
     module = _load()
     if module is None:
         raise RuntimeError(status())
@@ -84,11 +87,20 @@ def csr_mm(crow: Tensor, col: Tensor, values: Tensor, x: Tensor, out: Tensor, *,
             raise ValueError(f"rows must be within [0, {crow.numel() - 1})")
     elif not 0 <= row0 <= row0 + n <= crow.numel() - 1:
         raise ValueError(f"rows {row0}..{row0 + n - 1} are outside the CSR's {crow.numel() - 1} rows")
+    if keep is not None:
+        if keep.dtype != torch.bool or keep.device.type != "cpu" or not keep.is_contiguous():
+            raise ValueError("keep must be a contiguous CPU bool tensor")
+        at = keep_at if keep_at is not None else col
+        if at.numel() != col.numel() or (keep_at is not None and keep_at.dtype != torch.int64):
+            raise ValueError("keep_at must be int64 with one position per nonzero")
+        if keep_at is None and keep.numel() != col.numel():
+            raise ValueError(f"keep has {keep.numel()} flags for {col.numel()} nonzeros")
     if n == 0 or d == 0:
         return out
     # Indices are trusted past this point: a column outside x would read out of bounds. The CSRs
     # come from SparseAdj, whose constructors check them.
     module.csr_mm(n, 0 if rows is None else rows.data_ptr(), row0, crow.data_ptr(), col.data_ptr(),
-                  values.data_ptr(), x.data_ptr(), out.data_ptr(), d, float(alpha), int(accumulate), bits,
-                  torch.get_num_threads())
+                  values.data_ptr(), 0 if keep is None else keep.data_ptr(),
+                  0 if keep is None or keep_at is None else keep_at.data_ptr(), x.data_ptr(), out.data_ptr(), d,
+                  float(alpha), int(accumulate), bits, torch.get_num_threads())
     return out
