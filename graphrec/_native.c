@@ -159,8 +159,109 @@ static PyObject *csr_mm(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The elementwise part of a GCCF/LightGCN layer after its product z (HPMR's encoders):
+ *   t = z * rel;  y = t > 0 ? t : slope * t;  x = kept ? y * scale : 0;  acc_out = acc + x
+ * with the dropout flag kept = bits < threshold (the int16 draws of graphrec.adjacency.keep_mask,
+ * so the random stream is the one the unfused ops read). One pass where the torch ops made six
+ * over full-size tensors, each from memory: in a training step those tensors are not in cache.
+ * The backward is one pass too: g = g_x + g_acc, g_t = (kept ? g * scale : 0) * (t > 0 ? 1 :
+ * slope), g_z = g_t * rel, g_rel = sum over rows of g_t * z. Each chunk of rows sums its own
+ * g_rel part, added in chunk order afterwards, so the result does not depend on the threads. */
+#define LAYER_CHUNK 256
+
+CLONES static void layer_fwd_rows(int64_t i0, int64_t i1, int64_t d, const float *z, const float *rel,
+                                  const float *acc, const int16_t *bits, int threshold, float scale, float slope,
+                                  float *x, float *acc_out) {
+    for (int64_t i = i0; i < i1; i++) {
+        const float *zr = z + i * d, *ar = acc + i * d;
+        const int16_t *br = bits ? bits + i * d : 0;
+        float *xr = x + i * d, *or_ = acc_out + i * d;
+        for (int64_t k = 0; k < d; k++) {
+            const float t = zr[k] * rel[k];
+            float y = t > 0.0f ? t : t * slope;
+            if (br) y = br[k] < threshold ? y * scale : 0.0f;
+            xr[k] = y;
+            or_[k] = ar[k] + y;
+        }
+    }
+}
+
+CLONES static void layer_bwd_rows(int64_t i0, int64_t i1, int64_t d, const float *g_x, const float *g_acc,
+                                  const float *z, const float *rel, const int16_t *bits, int threshold, float scale,
+                                  float slope, float *g_z, float *g_rel_part) {
+    for (int64_t k = 0; k < d; k++) g_rel_part[k] = 0.0f;
+    for (int64_t i = i0; i < i1; i++) {
+        const float *zr = z + i * d;
+        const float *gx = g_x ? g_x + i * d : 0, *ga = g_acc ? g_acc + i * d : 0;
+        const int16_t *br = bits ? bits + i * d : 0;
+        float *gz = g_z + i * d;
+        for (int64_t k = 0; k < d; k++) {
+            float g = gx && ga ? gx[k] + ga[k] : gx ? gx[k] : ga[k];
+            if (br) g = br[k] < threshold ? g * scale : 0.0f;
+            const float t = zr[k] * rel[k];
+            const float gt = t > 0.0f ? g : g * slope;
+            gz[k] = gt * rel[k];
+            g_rel_part[k] += gt * zr[k];
+        }
+    }
+}
+
+/* layer_forward(n, d, z, rel, acc, bits, threshold, scale, slope, x, acc_out, threads) and
+ * layer_backward(n, d, g_x, g_acc, z, rel, bits, threshold, scale, slope, g_z, g_rel, threads):
+ * addresses as ints; bits, g_x and g_acc may be 0 (no dropout; a gradient that is zero). */
+static PyObject *layer_forward(PyObject *self, PyObject *args) {
+    long long n, d, z_p, rel_p, acc_p, bits_p, x_p, out_p;
+    int threshold, threads;
+    double scale, slope;
+    if (!PyArg_ParseTuple(args, "LLLLLLiddLLi", &n, &d, &z_p, &rel_p, &acc_p, &bits_p, &threshold, &scale, &slope,
+                          &x_p, &out_p, &threads))
+        return NULL;
+    const int64_t chunks = (n + LAYER_CHUNK - 1) / LAYER_CHUNK;
+    const float sc = (float)scale, sl = (float)slope;
+    Py_BEGIN_ALLOW_THREADS
+    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && chunks > 1)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t i0 = c * LAYER_CHUNK, i1 = i0 + LAYER_CHUNK < n ? i0 + LAYER_CHUNK : n;
+        layer_fwd_rows(i0, i1, d, (const float *)(intptr_t)z_p, (const float *)(intptr_t)rel_p,
+                       (const float *)(intptr_t)acc_p, (const int16_t *)(intptr_t)bits_p, threshold, sc, sl,
+                       (float *)(intptr_t)x_p, (float *)(intptr_t)out_p);
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *layer_backward(PyObject *self, PyObject *args) {
+    long long n, d, gx_p, ga_p, z_p, rel_p, bits_p, gz_p, grel_p;
+    int threshold, threads;
+    double scale, slope;
+    if (!PyArg_ParseTuple(args, "LLLLLLLiddLLi", &n, &d, &gx_p, &ga_p, &z_p, &rel_p, &bits_p, &threshold, &scale,
+                          &slope, &gz_p, &grel_p, &threads))
+        return NULL;
+    const int64_t chunks = (n + LAYER_CHUNK - 1) / LAYER_CHUNK;
+    float *parts = PyMem_RawMalloc((size_t)(chunks > 0 ? chunks : 1) * (size_t)d * sizeof(float));
+    if (!parts) return PyErr_NoMemory();
+    const float sc = (float)scale, sl = (float)slope;
+    float *g_rel = (float *)(intptr_t)grel_p;
+    Py_BEGIN_ALLOW_THREADS
+    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && chunks > 1)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t i0 = c * LAYER_CHUNK, i1 = i0 + LAYER_CHUNK < n ? i0 + LAYER_CHUNK : n;
+        layer_bwd_rows(i0, i1, d, (const float *)(intptr_t)gx_p, (const float *)(intptr_t)ga_p,
+                       (const float *)(intptr_t)z_p, (const float *)(intptr_t)rel_p,
+                       (const int16_t *)(intptr_t)bits_p, threshold, sc, sl, (float *)(intptr_t)gz_p, parts + c * d);
+    }
+    for (int64_t k = 0; k < d; k++) g_rel[k] = 0.0f;
+    for (int64_t c = 0; c < chunks; c++)
+        for (int64_t k = 0; k < d; k++) g_rel[k] += parts[c * d + k];
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(parts);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"csr_mm", csr_mm, METH_VARARGS, "CSR rows times a dense row-major float32 matrix (see graphrec/native.py)."},
+    {"layer_forward", layer_forward, METH_VARARGS, "A GCCF/LightGCN layer's elementwise forward (graphrec/native.py)."},
+    {"layer_backward", layer_backward, METH_VARARGS, "Its backward (graphrec/native.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -51,15 +51,25 @@ def _check_range(ids: Tensor, bound: int, name: str) -> None:
                              f"every id in {name} must be >= 0 and < {bound}")
 
 
-def keep_mask(n: int, keep: float, device: torch.device | str | None = None,
+def keep_bits(n: int, device: torch.device | str | None = None,
               generator: torch.Generator | None = None) -> Tensor:
-    """n Bernoulli(keep) booleans, with keep resolved to 2^-16. One 64-bit draw gives four 16-bit
-    uniforms: ~4x fewer random draws than torch.rand and ~10x faster than torch.bernoulli_ on CPU
-    (dropout masks were a tenth of an HPMR training step)."""
+    """n uniform int16 draws, four from each 64-bit draw: ~4x fewer random draws than torch.rand
+    and ~10x faster than torch.bernoulli_ on CPU (dropout masks were a tenth of an HPMR step).
+    ``bits < keep_threshold(keep)`` is a Bernoulli(keep) mask; the compiled layer reads the bits."""
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     bits.random_(-(2**63), None, generator=generator)
-    threshold = min(round(keep * 2**16), 2**16 - 1) - 2**15
-    return bits.view(torch.int16)[:n] < threshold
+    return bits.view(torch.int16)[:n]
+
+
+def keep_threshold(keep: float) -> int:
+    """The int16 bound below which a ``keep_bits`` draw is kept: keep resolved to 2^-16."""
+    return min(round(keep * 2**16), 2**16 - 1) - 2**15
+
+
+def keep_mask(n: int, keep: float, device: torch.device | str | None = None,
+              generator: torch.Generator | None = None) -> Tensor:
+    """n Bernoulli(keep) booleans (``keep_bits`` below ``keep_threshold``)."""
+    return keep_bits(n, device, generator) < keep_threshold(keep)
 
 
 class SparseAdj:

@@ -104,3 +104,46 @@ def csr_mm(crow: Tensor, col: Tensor, values: Tensor, x: Tensor, out: Tensor, *,
                   0 if keep is None or keep_at is None else keep_at.data_ptr(), x.data_ptr(), out.data_ptr(), d,
                   float(alpha), int(accumulate), bits, torch.get_num_threads())
     return out
+
+
+def _check_layer(name: str, t: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> int:
+    if t is None:
+        return 0
+    if t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous() or tuple(t.shape) != shape:
+        raise ValueError(f"{name} must be a contiguous CPU {dtype} tensor of shape {shape}, got "
+                         f"{t.dtype} {tuple(t.shape)}{'' if t.is_contiguous() else ' (not contiguous)'}")
+    return t.data_ptr()
+
+
+def layer_forward(z: Tensor, rel: Tensor, acc: Tensor, bits: Tensor | None, threshold: int, scale: float,
+                  slope: float) -> tuple[Tensor, Tensor]:
+    """A GCCF (``slope`` 0.2) or LightGCN (``slope`` 1) layer after its product ``z`` (n×d), as
+    ``x = dropout(leaky_relu(z * rel, slope))`` with the dropout flags ``bits < threshold`` (n×d
+    int16, None: no dropout) and ``scale`` = 1/keep, and ``acc + x``: returns (x, acc + x)."""
+    module = _load()
+    if module is None:
+        raise RuntimeError(status())
+    n, d = z.shape
+    ptrs = [_check_layer("z", z, (n, d)), _check_layer("rel", rel, (d,)), _check_layer("acc", acc, (n, d)),
+            _check_layer("bits", bits, (n, d), torch.int16)]
+    x, out = torch.empty_like(z), torch.empty_like(z)
+    module.layer_forward(n, d, *ptrs, int(threshold), float(scale), float(slope), x.data_ptr(), out.data_ptr(),
+                         torch.get_num_threads())
+    return x, out
+
+
+def layer_backward(g_x: Tensor | None, g_acc: Tensor | None, z: Tensor, rel: Tensor, bits: Tensor | None,
+                   threshold: int, scale: float, slope: float) -> tuple[Tensor, Tensor]:
+    """The gradients of ``layer_forward`` for z and rel, given those of x and of acc + x (None: zero)."""
+    module = _load()
+    if module is None:
+        raise RuntimeError(status())
+    n, d = z.shape
+    ptrs = [_check_layer("g_x", g_x, (n, d)), _check_layer("g_acc", g_acc, (n, d)), _check_layer("z", z, (n, d)),
+            _check_layer("rel", rel, (d,)), _check_layer("bits", bits, (n, d), torch.int16)]
+    g_z, g_rel = torch.empty_like(z), z.new_empty(d)
+    if g_x is None and g_acc is None:
+        return g_z.zero_(), g_rel.zero_()
+    module.layer_backward(n, d, *ptrs, int(threshold), float(scale), float(slope), g_z.data_ptr(), g_rel.data_ptr(),
+                          torch.get_num_threads())
+    return g_z, g_rel

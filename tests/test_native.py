@@ -236,3 +236,34 @@ def test_the_kernel_is_built_wherever_a_compiler_is():
     if os.environ.get("GRAPHREC_NATIVE", "1") == "0":
         pytest.skip("GRAPHREC_NATIVE=0 in the environment")
     assert native.enabled(), native.status()
+
+
+def _layer_run(z, rel, acc, slope, rate, rows=None, n_rows=None):
+    from graphrec.layers import relation_layer
+    z, rel, acc = (t.clone().requires_grad_(True) for t in (z, rel, acc))
+    torch.manual_seed(11)
+    x, out = relation_layer(z, rel, acc, slope, rate, True, n_rows, rows)
+    (x.square().sum() + (out * torch.linspace(-2, 2, out.numel()).view_as(out)).sum()).backward()
+    return x.detach(), out.detach(), z.grad, rel.grad, acc.grad
+
+
+@needs_kernel
+@pytest.mark.parametrize("slope,rate", [(0.2, 0.2), (1.0, 0.2), (0.2, 0.0)])
+@pytest.mark.parametrize("restricted", [False, True])
+def test_the_compiled_layer_equals_the_torch_ops_bitwise_forward_and_closely_backward(slope, rate, restricted):
+    n, d = 700, 64
+    rows = torch.tensor([5, 699, 0, 300] + list(range(400, 700))) if restricted else None
+    m = n if rows is None else rows.numel()
+    z, rel, acc = torch.randn(m, d), torch.randn(d), torch.randn(m, d)
+    got = _layer_run(z, rel, acc, slope, rate, rows, n)
+    native.use(False)
+    try:
+        want = _layer_run(z, rel, acc, slope, rate, rows, n)
+    finally:
+        native.use(None)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])  # the same mask, the same floats
+    if rate:
+        dropped = (got[0] == 0).float().mean()
+        assert 0.15 < dropped < 0.25
+    for a, b in zip(got[2:], want[2:]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from graphrec.adjacency import spmm, spmm_rows, users_then_items
 from graphrec.errors import BadValue
-from graphrec.layers import dropout_rows
+from graphrec.layers import dropout_rows, relation_layer
 from graphrec.losses import l2, whole_data_loss
 from graphrec.models.base import (
     Batch,
@@ -145,20 +145,29 @@ class HPMR(Recommender):
         x, rel = ego, rel0
         acc, rel_acc = ego, rel0
         nu, n = self.meta.n_users, ego.shape[0]
-        for layer in range(self.params.layers):
-            if batch_users is not None and layer == self.params.layers - 1:
+        p = self.params
+        # GCCF and LightGCN layers are elementwise after the product: one fused op (relation_layer)
+        slope = {"gccf": 0.2, "lightgcn": 1.0}.get(p.encoder)
+        for layer in range(p.layers):
+            if batch_users is not None and layer == p.layers - 1:
                 rows = torch.cat([batch_users, torch.arange(nu, n, device=ego.device)])
                 z = users_then_items(adj, x, batch_users, nu)
-                x = self._activate(z, rel, ego.index_select(0, rows), layer)
-                x = dropout_rows(x, self.params.mess_dropout, self.training, n, rows)
-                acc = acc.index_select(0, rows) + x
+                if slope is not None:
+                    x, acc = relation_layer(z, rel, acc.index_select(0, rows), slope, p.mess_dropout, self.training,
+                                            n, rows)
+                else:
+                    x = self._activate(z, rel, ego.index_select(0, rows), layer)
+                    x = dropout_rows(x, p.mess_dropout, self.training, n, rows)
+                    acc = acc.index_select(0, rows) + x
+            elif slope is not None:
+                x, acc = relation_layer(spmm(adj, x), rel, acc, slope, p.mess_dropout, self.training)
             else:
                 x = self._layer(adj, x, rel, ego, layer)
-                x = dropout(x, self.params.mess_dropout, self.training)
+                x = dropout(x, p.mess_dropout, self.training)
                 acc = acc + x
             rel = rel @ self.w_rel[layer]
             rel_acc = rel_acc + rel
-        return acc / (self.params.layers + 1), rel_acc / (self.params.layers + 1)
+        return acc / (p.layers + 1), rel_acc / (p.layers + 1)
 
     def _transfer_users(self, adj, x0: Tensor, rel0: Tensor) -> Tensor:
         """User rows of the transfer GNN T(x0): only they are used (§1.5), so the last layer
