@@ -23,6 +23,7 @@ from statistics import median
 import numpy as np
 import torch
 
+from graphrec import native
 from graphrec.adjacency import SparseAdj, csr_tensor, normalized_bipartite, spmm
 from graphrec.malloc import keep_freed_memory
 from graphrec.progress import format_table
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 N_USERS, N_ITEMS, N_EDGES = 21_716, 7_977, 2_412_586
 OURS = "ours: graphrec.adjacency.spmm, explicit transpose"
+MKL = "ours on MKL's product (compiled kernel off), column tiles"
 PV = ROOT.parent / "shared/data/beibei/pv.txt"
 # Peak HBM bandwidth in GB/s, matched by substring of torch.cuda.get_device_name() (first match wins).
 PEAK_GBPS = {"H100 PCIe": 2000, "H100 NVL": 3900, "H100": 3350, "H200": 4800, "A100-SXM4-80GB": 2039,
@@ -91,13 +93,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_methods(steps: dict, E: torch.Tensor, G: torch.Tensor, repeats: int, device: torch.device) -> dict:
+def time_methods(steps: dict, E: torch.Tensor, G: torch.Tensor, repeats: int, device: torch.device,
+                 on_mkl: set[str] = frozenset()) -> dict:
     """steps: name -> step(E) -> Y (or a string saying why it is skipped). Runs the methods in turn,
     round after round, so background load hits all of them alike; returns median forward,
-    backward and total milliseconds per method."""
+    backward and total milliseconds per method. The methods named in ``on_mkl`` run (forward and
+    backward) with graphrec's compiled kernel turned off."""
     times = {name: ([], [], []) for name, step in steps.items() if not isinstance(step, str)}
     for r in range(repeats + 1):
         for name, (fwd, bwd, tot) in times.items():
+            native.use(False if name in on_mkl else None)
             E.grad = None
             sync(device)
             t0 = time.perf_counter()
@@ -111,6 +116,7 @@ def time_methods(steps: dict, E: torch.Tensor, G: torch.Tensor, repeats: int, de
                 fwd.append((t1 - t0) * 1e3)
                 bwd.append((t2 - t1) * 1e3)
                 tot.append((t2 - t0) * 1e3)
+    native.use(None)
     return {name: {"forward_ms": median(times[name][0]), "backward_ms": median(times[name][1]),
                    "total_ms": median(times[name][2])} if name in times else step
             for name, step in steps.items()}
@@ -147,55 +153,6 @@ def dgl_step(u: np.ndarray, i: np.ndarray, n_u: int, n_i: int, device: torch.dev
     return step, ""
 
 
-def numba_step(adj: SparseAdj, dim: int, device: torch.device):
-    """A plain loop compiled by numba over graphrec's own column tiles (each output row of a tile
-    summed in registers, the tile's rows split over the threads), forward on the matrix's tiles and
-    backward on the transpose's: how far MKL's product is from a hand-written one on this CPU.
-    Optional (the bench extra)."""
-    if device.type != "cpu":
-        return None, "skipped: the numba kernel is for the CPU"
-    if adj._cpu_tiles(False, dim, 4) is None:
-        return None, "skipped: the graph is too small for column tiles"
-    try:
-        import numba
-    except ImportError:
-        return None, "skipped: numba is not installed (pip install -e '.[bench]')"
-    numba.set_num_threads(torch.get_num_threads())
-
-    @numba.njit(parallel=True, fastmath=True, boundscheck=False)
-    def tile_add(crow, col, val, alpha, x, c0, out, r0):  # pragma: no cover - compiled
-        for rr in numba.prange(crow.shape[0] - 1):
-            if crow[rr] == crow[rr + 1]:
-                continue
-            acc = np.zeros(out.shape[1], dtype=np.float32)
-            for p in range(crow[rr], crow[rr + 1]):
-                v, c = val[p] * alpha, col[p] + c0
-                for k in range(out.shape[1]):
-                    acc[k] += v * x[c, k]
-            for k in range(out.shape[1]):
-                out[r0 + rr, k] += acc[k]
-
-    def product(transposed: bool, x: torch.Tensor) -> torch.Tensor:
-        alpha, tiles = adj._cpu_tiles(transposed, x.shape[1], x.element_size())
-        xn = x.detach().contiguous().numpy()
-        out = np.zeros((adj.shape[1 if transposed else 0], x.shape[1]), dtype=np.float32)
-        for r0, _, c0, _, t in tiles:
-            tile_add(t.crow_indices().numpy(), t.col_indices().numpy(), t.values().numpy(), alpha, xn, c0, out, r0)
-        return torch.from_numpy(out)
-
-    class Hand(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):  # type: ignore[override]
-            return product(False, x)
-
-        @staticmethod
-        def backward(ctx, grad):  # type: ignore[override]
-            return product(True, grad)
-
-    product(False, torch.zeros(adj.shape[1], dim))  # compile (and plan the tiles) outside the timed rounds
-    return Hand.apply, ""
-
-
 def main() -> None:
     keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,7 +182,6 @@ def main() -> None:
 
     A = adj.matrix
     step, why = dgl_step(u, i, n_u, n_i, device)
-    hand, hand_why = numba_step(adj, args.dim, device)
     # Compacting changes the structure, so a CPU tile plan would be rebuilt every step; untiled is
     # the rejected variant's best case.
     untiled = SparseAdj(adj.matrix, adj.transpose, adj.perm, cpu_tile_bytes=0)
@@ -234,13 +190,14 @@ def main() -> None:
         "DGL update_all (u_mul_e, sum; both etypes)": step or f"skipped: {why}",
         OURS: lambda x: spmm(adj, x),
         f"ours + edge dropout (keep {args.keep}), fresh mask each step": lambda x: spmm(adj.dropout(args.keep, gen), x),
-        "ours without CPU column tiles (cpu_tile_bytes=0)": lambda x: spmm(untiled, x),
-        "hand-written loop over our tiles (numba), explicit transpose": hand or hand_why,
+        MKL: (lambda x: spmm(adj, x)) if device.type == "cpu" else "skipped: the MKL product is the CPU's",
+        "ours on MKL's product without CPU column tiles (cpu_tile_bytes=0)": lambda x: spmm(untiled, x),
         "rejected: dropout removing dropped entries (untiled)": lambda x: spmm(compacted(untiled, args.keep, gen), x),
     }
     if device.type != "cpu":
-        del steps["ours without CPU column tiles (cpu_tile_bytes=0)"]
-    methods = time_methods(steps, E, G, args.repeats, device)
+        del steps["ours on MKL's product without CPU column tiles (cpu_tile_bytes=0)"]
+    methods = time_methods(steps, E, G, args.repeats, device, on_mkl={MKL, "ours on MKL's product without CPU column "
+                                                                   "tiles (cpu_tile_bytes=0)"})
     ours = methods[OURS]
 
     def draw_mask() -> None:
@@ -266,7 +223,8 @@ def main() -> None:
         f"{n_u:,} users x {n_i:,} items, {len(u):,} edges -> {adj.nnz:,} nonzeros; d={args.dim}; "
         f"device={device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}; "
         f"torch {torch.__version__}, threads={torch.get_num_threads()}; median of {args.repeats}",
-        f"normalized_bipartite build: {build_s * 1e3:.0f} ms; index dtype {A.col_indices().dtype}",
+        f"normalized_bipartite build: {build_s * 1e3:.0f} ms; index dtype {A.col_indices().dtype}; "
+        f"CPU product: {native.status()}",
         "",
         format_table(["method", "forward ms", "backward ms", "fwd+bwd ms", "speed-up vs ours"], rows),
         "",

@@ -43,7 +43,7 @@ typedef float v16 __attribute__((vector_size(64)));
     _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) { a[k] = (v16){0}; b[k] = (v16){0}; } \
     int64_t p = start;                                                                        \
     for (; p + 1 < end; p += 2) {                                                             \
-        const float *r = x + (int64_t)col[p] * (16 * NV), *s = x + (int64_t)col[p + 1] * (16 * NV); \
+        const float *r = x + ((int64_t)col[p] - col0) * (16 * NV), *s = x + ((int64_t)col[p + 1] - col0) * (16 * NV); \
         const float v = WEIGHT(p), w = WEIGHT(p + 1);                                         \
         _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) {                                \
             a[k] += v * load16(r + 16 * k);                                                   \
@@ -51,7 +51,7 @@ typedef float v16 __attribute__((vector_size(64)));
         }                                                                                     \
     }                                                                                         \
     if (p < end) {                                                                            \
-        const float *r = x + (int64_t)col[p] * (16 * NV);                                     \
+        const float *r = x + ((int64_t)col[p] - col0) * (16 * NV);                            \
         const float v = WEIGHT(p);                                                            \
         _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) a[k] += v * load16(r + 16 * k); \
     }                                                                                         \
@@ -65,7 +65,8 @@ typedef float v16 __attribute__((vector_size(64)));
     CLONES static void NAME(int64_t i0, int64_t i1, const int64_t *rows, int64_t row0,        \
                             const void *crow_, const void *col_, const float *val,            \
                             const uint8_t *keep, const int64_t *perm,                         \
-                            const float *x, float *out, int64_t d, float alpha, int accumulate) { \
+                            const float *x, int64_t col0, float *out, int64_t d, float alpha,  \
+                            int accumulate) {                                                 \
         const IDX *crow = crow_, *col = col_;                                                 \
         (void)d;                                                                              \
         for (int64_t i = i0; i < i1; i++) {                                                   \
@@ -81,14 +82,15 @@ typedef float v16 __attribute__((vector_size(64)));
     CLONES static void NAME(int64_t i0, int64_t i1, const int64_t *rows, int64_t row0,        \
                             const void *crow_, const void *col_, const float *val,            \
                             const uint8_t *keep, const int64_t *perm,                         \
-                            const float *x, float *out, int64_t d, float alpha, int accumulate) { \
+                            const float *x, int64_t col0, float *out, int64_t d, float alpha,  \
+                            int accumulate) {                                                 \
         const IDX *crow = crow_, *col = col_;                                                 \
         for (int64_t i = i0; i < i1; i++) {                                                   \
             const int64_t row = rows ? rows[i] : row0 + i;                                    \
             float *o = out + i * d;                                                           \
             if (!accumulate) memset(o, 0, (size_t)d * sizeof(float));                         \
             for (int64_t p = crow[row]; p < crow[row + 1]; p++) {                             \
-                const float *r = x + (int64_t)col[p] * d;                                     \
+                const float *r = x + ((int64_t)col[p] - col0) * d;                            \
                 const float v = alpha * WEIGHT(p);                                             \
                 for (int64_t k = 0; k < d; k++) o[k] += v * r[k];                             \
             }                                                                                 \
@@ -107,8 +109,8 @@ KERNEL(csr64_128, int64_t, 8)
 GENERIC(csr64_any, int64_t)
 
 typedef void (*kernel_fn)(int64_t, int64_t, const int64_t *, int64_t, const void *, const void *,
-                          const float *, const uint8_t *, const int64_t *, const float *, float *, int64_t,
-                          float, int);
+                          const float *, const uint8_t *, const int64_t *, const float *, int64_t, float *,
+                          int64_t, float, int);
 
 static kernel_fn pick(int64_t d, int index_bits) {
     switch (d) {
@@ -125,16 +127,17 @@ static kernel_fn pick(int64_t d, int index_bits) {
  * would be compiled for the baseline ISA, not the clone's). */
 #define CHUNK 64
 
-/* csr_mm(n, rows, row0, crow, col, val, keep, perm, x, out, d, alpha, accumulate, index_bits,
- * threads): the pointers are addresses (ints); rows is 0 for the contiguous rows row0..row0+n-1,
- * else an int64 array of n row numbers; keep is 0 or one uint8 flag per nonzero, read at perm[p]
- * when perm is not 0. out holds n rows of width d; x is row-major with width d. */
+/* csr_mm(n, rows, row0, crow, col, val, keep, perm, x, col0, out, d, alpha, accumulate,
+ * index_bits, threads): the pointers are addresses (ints); rows is 0 for the contiguous rows
+ * row0..row0+n-1, else an int64 array of n row numbers; keep is 0 or one uint8 flag per nonzero,
+ * read at perm[p] when perm is not 0. x is row-major with width d and holds the rows col0.. of the
+ * operand (every column read is >= col0); out holds n rows of width d. */
 static PyObject *csr_mm(PyObject *self, PyObject *args) {
-    long long n, rows_p, row0, crow_p, col_p, val_p, keep_p, perm_p, x_p, out_p, d;
+    long long n, rows_p, row0, crow_p, col_p, val_p, keep_p, perm_p, x_p, col0, out_p, d;
     double alpha;
     int accumulate, index_bits, threads;
-    if (!PyArg_ParseTuple(args, "LLLLLLLLLLLdiii", &n, &rows_p, &row0, &crow_p, &col_p, &val_p, &keep_p, &perm_p,
-                          &x_p, &out_p, &d, &alpha, &accumulate, &index_bits, &threads))
+    if (!PyArg_ParseTuple(args, "LLLLLLLLLLLLdiii", &n, &rows_p, &row0, &crow_p, &col_p, &val_p, &keep_p, &perm_p,
+                          &x_p, &col0, &out_p, &d, &alpha, &accumulate, &index_bits, &threads))
         return NULL;
     if (index_bits != 32 && index_bits != 64) {
         PyErr_SetString(PyExc_ValueError, "index_bits must be 32 or 64");
@@ -153,7 +156,7 @@ static PyObject *csr_mm(PyObject *self, PyObject *args) {
     #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && chunks > 1)
     for (int64_t c = 0; c < chunks; c++) {
         const int64_t i0 = c * CHUNK, i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
-        f(i0, i1, rows, row0, crow, col, val, keep, perm, x, out, d, a, accumulate);
+        f(i0, i1, rows, row0, crow, col, val, keep, perm, x, col0, out, d, a, accumulate);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;

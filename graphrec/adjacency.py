@@ -248,27 +248,29 @@ class SparseAdj:
             vals = torch.where(self._mask.index_select(0, idx), vals * self._scale, 0.0).to(vals.dtype)
         return local, base.matrix.col_indices().index_select(0, idx).long(), vals
 
-    def _rows_reading(self, transposed: bool, cols: tuple[int, int]) -> tuple[int, int]:
-        """The span of (transposed) rows with a nonzero in columns ``cols[0]..cols[1]-1``, (0, 0)
-        if none; structure only, computed once per span. In a bipartite graph (users first) the
-        item columns are read by the user rows alone, so a product with x nonzero only there
-        writes those rows and zero-fills the rest."""
+    def _rows_reading(self, transposed: bool, cols: tuple[int, int]) -> tuple[int, int, bool]:
+        """The span of (transposed) rows with a nonzero in columns ``cols[0]..cols[1]-1`` ((0, 0)
+        if none) and whether every nonzero of those rows lies in ``cols``; structure only, computed
+        once per span. In a bipartite graph (users first) the item columns are read by the user
+        rows alone, and those read nothing else: a product with x nonzero only on the items writes
+        the user rows from the item rows of x alone and zero-fills the rest."""
         key = f"rows_reading/{int(transposed)}/{cols[0]}/{cols[1]}"
         if key not in self._structure:
             csr = self._pattern(transposed)
             crow, col = csr.crow_indices(), csr.col_indices()
-            inside = (col >= cols[0]) & (col < cols[1])
-            hit = torch.nonzero(inside).squeeze(1)
+            hit = torch.nonzero((col >= cols[0]) & (col < cols[1])).squeeze(1)
             if hit.numel() == 0:
-                self._structure[key] = torch.tensor([0, 0])
+                self._structure[key] = torch.tensor([0, 0, 1])
             else:
                 first, last = int(hit[0]), int(hit[-1])
                 # the row of a nonzero p is the last r with crow[r] <= p
                 r0 = int(torch.searchsorted(crow, torch.tensor(first, dtype=crow.dtype), right=True)) - 1
                 r1 = int(torch.searchsorted(crow, torch.tensor(last, dtype=crow.dtype), right=True))
-                self._structure[key] = torch.tensor([r0, r1])
-        span = self._structure[key]
-        return int(span[0]), int(span[1])
+                span = col[int(crow[r0]):int(crow[r1])]
+                inside = bool((span >= cols[0]).all() and (span < cols[1]).all())
+                self._structure[key] = torch.tensor([r0, r1, int(inside)])
+        r0, r1, inside = (int(v) for v in self._structure[key])
+        return r0, r1, bool(inside)
 
     def _cpu_tiles(self, transposed: bool, dim: int, itemsize: int) -> tuple[float, list] | None:
         """``(alpha, tiles)``: the (transposed) matrix is ``alpha`` times the column tiles
@@ -358,10 +360,12 @@ def _product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int, int] 
 
 
 def _native_product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int, int] | None,
-                    cols: tuple[int, int] | None) -> Tensor:
+                    cols: tuple[int, int] | None, partial: bool = False) -> Tensor:
     """``_product`` on graphrec's compiled kernel: one pass over the CSR's rows, each output row
     summed in registers. Untiled: the kernel gathers from L3 fast enough that column tiles (MKL's
-    fix) cost more in read-modify-writes of the output than they save (bench/propagation.py)."""
+    fix) cost more in read-modify-writes of the output than they save (bench/propagation.py).
+    ``partial``: ``x`` holds only the rows ``cols`` of the operand (the caller checked with
+    ``_rows_reading`` that the rows reading them read nothing else)."""
     drop = {}
     if adj._base is not None and adj._matrix is None:
         # An edge-dropout copy: the kernel reads the base values and the mask (through perm for the
@@ -374,11 +378,11 @@ def _native_product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int
     n_out = csr.shape[0]
     lo, hi = rows if rows is not None else (0, n_out)
     if cols is not None and rows is None:
-        lo, hi = adj._rows_reading(transposed, cols)
+        lo, hi, _ = adj._rows_reading(transposed, cols)
         out = x.new_empty((n_out, x.shape[1]))
         out[:lo].zero_()
         out[hi:].zero_()
-        native.csr_mm(crow, col, values, x, out[lo:hi], row0=lo, **drop)
+        native.csr_mm(crow, col, values, x, out[lo:hi], row0=lo, col0=cols[0] if partial else 0, **drop)
         return out
     return native.csr_mm(crow, col, values, x, x.new_empty((hi - lo, x.shape[1])), row0=lo, **drop)
 
@@ -396,6 +400,10 @@ class _SpMM(torch.autograd.Function):
             lo, hi = ctx.rows
             n = ctx.adj.shape[0]
             if (lo, hi) != (0, n):
+                if (grad.device.type == "cpu" and grad.dtype == torch.float32 and native.enabled()
+                        and ctx.adj._rows_reading(True, ctx.rows)[2]):
+                    # the rows that read these gradient rows read no others: no zero-padded copy
+                    return None, _native_product(ctx.adj, grad.contiguous(), True, None, ctx.rows, partial=True), None
                 grad = torch.cat([grad.new_zeros(lo, grad.shape[1]), grad, grad.new_zeros(n - hi, grad.shape[1])])
         return None, _product(ctx.adj, grad, transposed=True, cols=ctx.rows), None
 

@@ -59,12 +59,14 @@ def status() -> str:
 
 def csr_mm(crow: Tensor, col: Tensor, values: Tensor, x: Tensor, out: Tensor, *, row0: int = 0,
            rows: Tensor | None = None, alpha: float = 1.0, accumulate: bool = False,
-           keep: Tensor | None = None, keep_at: Tensor | None = None) -> Tensor:
+           keep: Tensor | None = None, keep_at: Tensor | None = None, col0: int = 0) -> Tensor:
     """``out[k] (+)= alpha · Σ_p values[p] · x[col[p]]`` over the CSR row ``row0 + k`` (or
     ``rows[k]``) for every row k of ``out``. float32 operands, int32 or int64 indices, all on CPU
     and contiguous; ``x`` and ``out`` have the same width. ``keep``: an edge-dropout mask (bool,
     one per nonzero) that zeroes the dropped values, read at ``keep_at[p]`` (int64) when given,
-    e.g. a transpose reading its matrix's mask through perm. Returns ``out``."""
+    e.g. a transpose reading its matrix's mask through perm. ``col0``: ``x`` holds the operand's
+    rows col0.. only; every column the rows read must be at least col0 (the caller checks it).
+    Returns ``out``."""
     module = _load()
     if module is None:
         raise RuntimeError(status())
@@ -78,6 +80,8 @@ def csr_mm(crow: Tensor, col: Tensor, values: Tensor, x: Tensor, out: Tensor, *,
             raise ValueError(f"{name} must be a contiguous CPU tensor")
     if values.dtype != torch.float32 or x.dtype != torch.float32 or out.dtype != torch.float32:
         raise ValueError(f"values, x and out must be float32, got {values.dtype}, {x.dtype}, {out.dtype}")
+    if col0 < 0:
+        raise ValueError(f"col0 must be >= 0, got {col0}")
     if x.dim() != 2 or x.shape[1] != d or values.numel() != col.numel():
         raise ValueError(f"x must be 2-D with width {d} and values one per column index")
     if rows is not None:
@@ -101,7 +105,8 @@ def csr_mm(crow: Tensor, col: Tensor, values: Tensor, x: Tensor, out: Tensor, *,
     # come from SparseAdj, whose constructors check them.
     module.csr_mm(n, 0 if rows is None else rows.data_ptr(), row0, crow.data_ptr(), col.data_ptr(),
                   values.data_ptr(), 0 if keep is None else keep.data_ptr(),
-                  0 if keep is None or keep_at is None else keep_at.data_ptr(), x.data_ptr(), out.data_ptr(), d,
+                  0 if keep is None or keep_at is None else keep_at.data_ptr(), x.data_ptr(), int(col0),
+                  out.data_ptr(), d,
                   float(alpha), int(accumulate), bits, torch.get_num_threads())
     return out
 

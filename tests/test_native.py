@@ -109,8 +109,10 @@ def test_a_backward_that_reads_only_item_rows_zero_fills_the_item_rows():
     x = torch.randn(adj.shape[1], 32)
     _, gx = _forward_backward(adj, x, (150, 240))  # item rows only: their gradient lands on users
     assert torch.equal(gx[150:], torch.zeros(90, 32)) and gx[:150].abs().sum() > 0
-    assert adj._rows_reading(True, (150, 240)) == (0, 150)
-    assert adj._rows_reading(True, (0, 150)) == (150, 240)
+    assert adj._rows_reading(True, (150, 240)) == (0, 150, True)
+    assert adj._rows_reading(True, (0, 150)) == (150, 240, True)
+    r0, r1, inside = adj._rows_reading(True, (10, 20))  # the items of users 10-19, who have other users too
+    assert 150 <= r0 < r1 <= 240 and not inside
 
 
 @needs_kernel
@@ -178,6 +180,8 @@ def _step(name: str, params, s: snap.Snapshot) -> tuple[float, dict[str, torch.T
     ("ghcf", dict(dim=32, layers=2)),
     ("lightgcn", dict(dim=64, layers=3)),
     ("lightgcn_m", dict(dim=16, layers=2)),
+    ("histgcn", dict(dim=16, layers=2)),
+    ("mule", dict(dim=16, layers=1, tda_layers=2)),  # attention products: weights as values
 ])
 def test_a_training_step_has_the_same_loss_and_gradients_on_either_product(name, params):
     s = random_log()
