@@ -22,68 +22,149 @@
 #define CLONES
 #endif
 
-/* 16 floats as one GCC vector: an AVX-512 register in the x86-64-v4 clone, two AVX2 registers in
- * the v3 one, four SSE registers in the baseline. Accumulators as vector variables stay in
- * registers; a float array of the row's width was spilled to the stack (4x slower). */
-typedef float v16 __attribute__((vector_size(64)));
-
-/* An unaligned load of 16 floats (a macro, not a function: a v16 argument or result would change
- * the calling convention between the clones). */
-#define load16(p) ({ v16 v_; memcpy(&v_, (p), sizeof v_); v_; })
-
 /* A nonzero's weight: its value, times its keep flag (0 or 1) when an edge-dropout mask is given;
  * the transpose reads the flag through perm. Applying the mask here spares the two passes over
  * all nonzeros that a dropped copy of the values took per direction and step. */
 #define WEIGHT(p) (keep ? val[p] * (float)keep[perm ? perm[p] : (p)] : val[p])
 
-/* One output row of width D = 16 * NV (a constant in each copy): two sets of accumulators, so that
- * two nonzeros' multiply-adds are in flight at once. */
-#define ROW_BODY(IDX, NV)                                                                      \
-    v16 a[NV], b[NV];                                                                         \
-    _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) { a[k] = (v16){0}; b[k] = (v16){0}; } \
-    int64_t p = start;                                                                        \
-    for (; p + 1 < end; p += 2) {                                                             \
-        const float *r = x + ((int64_t)col[p] - col0) * (16 * NV), *s = x + ((int64_t)col[p + 1] - col0) * (16 * NV); \
-        const float v = WEIGHT(p), w = WEIGHT(p + 1);                                         \
-        _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) {                                \
-            a[k] += v * load16(r + 16 * k);                                                   \
-            b[k] += w * load16(s + 16 * k);                                                   \
-        }                                                                                     \
-    }                                                                                         \
-    if (p < end) {                                                                            \
-        const float *r = x + ((int64_t)col[p] - col0) * (16 * NV);                            \
-        const float v = WEIGHT(p);                                                            \
-        _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) a[k] += v * load16(r + 16 * k); \
-    }                                                                                         \
-    _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) {                                    \
-        v16 t = alpha * (a[k] + b[k]);                                                        \
-        if (accumulate) t += load16(o + 16 * k);                                              \
-        memcpy(o + 16 * k, &t, sizeof t);                                                     \
-    }
+#define KERNEL_ARGS                                                                            \
+    int64_t i0, int64_t i1, const int64_t *rows, int64_t row0, const void *crow_, const void *col_, \
+        const float *val, const uint8_t *keep, const int64_t *perm, const float *x, int64_t col0,    \
+        float *out, int64_t d, float alpha, int accumulate
 
-#define KERNEL(NAME, IDX, NV)                                                                  \
-    CLONES static void NAME(int64_t i0, int64_t i1, const int64_t *rows, int64_t row0,        \
-                            const void *crow_, const void *col_, const float *val,            \
-                            const uint8_t *keep, const int64_t *perm,                         \
-                            const float *x, int64_t col0, float *out, int64_t d, float alpha,  \
-                            int accumulate) {                                                 \
+/* Output rows of width D = NB blocks of NV vectors (VW floats each; all three are constants in each
+ * copy). Each block of a row is summed in registers, SETS nonzeros' multiply-adds in flight at once
+ * (one accumulator set each), and written once. Blocks keep the accumulators within the register
+ * file: an AVX2 row of 64 floats in one block would need all 16 registers for two sets. The sum per
+ * column is the same in every ISA's copy with the same SETS: alternate nonzeros into the sets, add
+ * the sets, times alpha. VT/VLOAD/... are the vector type and intrinsics of the region (below) in
+ * which the macro is expanded; intrinsics, not GCC's generic vectors: a 64-byte generic vector in a
+ * target_clones copy was split into SSE pieces through the stack (4x slower on an AVX2 EPYC). */
+#define BLOCK_KERNEL(NAME, IDX, NV, SETS, NB)                                                 \
+    static void NAME(KERNEL_ARGS) {                                                           \
         const IDX *crow = crow_, *col = col_;                                                 \
+        const VT va = VSET1(alpha);                                                           \
         (void)d;                                                                              \
         for (int64_t i = i0; i < i1; i++) {                                                   \
             const int64_t row = rows ? rows[i] : row0 + i;                                    \
             const int64_t start = crow[row], end = crow[row + 1];                             \
-            float *o = out + i * (16 * NV);                                                   \
-            ROW_BODY(IDX, NV)                                                                \
+            for (int blk = 0; blk < NB; blk++) {                                              \
+                const int64_t off = (int64_t)blk * (VW * NV);                                 \
+                float *o = out + i * (VW * NV * NB) + off;                                    \
+                VT acc[SETS][NV];                                                             \
+                _Pragma("GCC unroll 4") for (int s = 0; s < SETS; s++)                        \
+                _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) acc[s][k] = VZERO();     \
+                int64_t p = start;                                                            \
+                for (; p + SETS <= end; p += SETS) {                                          \
+                    _Pragma("GCC unroll 4") for (int s = 0; s < SETS; s++) {                  \
+                        const float *r = x + ((int64_t)col[p + s] - col0) * (VW * NV * NB) + off; \
+                        const VT w = VSET1(WEIGHT(p + s));                                    \
+                        _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++)                  \
+                            acc[s][k] = VFMA(w, VLOAD(r + VW * k), acc[s][k]);                \
+                    }                                                                         \
+                }                                                                             \
+                for (; p < end; p++) {                                                        \
+                    const float *r = x + ((int64_t)col[p] - col0) * (VW * NV * NB) + off;     \
+                    const VT w = VSET1(WEIGHT(p));                                            \
+                    _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++)                      \
+                        acc[0][k] = VFMA(w, VLOAD(r + VW * k), acc[0][k]);                    \
+                }                                                                             \
+                _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) {                        \
+                    VT t = acc[0][k];                                                         \
+                    _Pragma("GCC unroll 4") for (int s = 1; s < SETS; s++) t = VADD(t, acc[s][k]); \
+                    t = VMUL(va, t);                                                          \
+                    if (accumulate) t = VADD(t, VLOAD(o + VW * k));                           \
+                    VSTORE(o + VW * k, t);                                                    \
+                }                                                                             \
+            }                                                                                 \
         }                                                                                     \
     }
 
-/* Any other width: the same loop with a run-time width (vectorised, accumulators in memory). */
+/* One family per index width: rows of 16, 32, 64 and 128 floats. */
+#define FAMILY(PREFIX, NV16, S16, NB16, NV32, S32, NB32, NV64, S64, NB64, NV128, S128, NB128) \
+    BLOCK_KERNEL(PREFIX##32_16, int32_t, NV16, S16, NB16)                                     \
+    BLOCK_KERNEL(PREFIX##32_32, int32_t, NV32, S32, NB32)                                     \
+    BLOCK_KERNEL(PREFIX##32_64, int32_t, NV64, S64, NB64)                                     \
+    BLOCK_KERNEL(PREFIX##32_128, int32_t, NV128, S128, NB128)                                 \
+    BLOCK_KERNEL(PREFIX##64_16, int64_t, NV16, S16, NB16)                                     \
+    BLOCK_KERNEL(PREFIX##64_32, int64_t, NV32, S32, NB32)                                     \
+    BLOCK_KERNEL(PREFIX##64_64, int64_t, NV64, S64, NB64)                                     \
+    BLOCK_KERNEL(PREFIX##64_128, int64_t, NV128, S128, NB128)
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_X86 1
+
+/* The baseline: SSE2, 4 floats a vector, no fused multiply-add. */
+#define VT __m128
+#define VW 4
+#define VZERO() _mm_setzero_ps()
+#define VSET1(a) _mm_set1_ps(a)
+#define VLOAD(p) _mm_loadu_ps(p)
+#define VSTORE(p, v) _mm_storeu_ps(p, v)
+#define VADD(a, b) _mm_add_ps(a, b)
+#define VMUL(a, b) _mm_mul_ps(a, b)
+#define VFMA(w, v, a) _mm_add_ps(_mm_mul_ps(w, v), a)
+FAMILY(sse_, 4, 2, 1, 4, 2, 2, 4, 2, 4, 4, 2, 8)
+#undef VT
+#undef VW
+#undef VZERO
+#undef VSET1
+#undef VLOAD
+#undef VSTORE
+#undef VADD
+#undef VMUL
+#undef VFMA
+
+/* AVX2 rows of 64 floats: two blocks of 4 vectors with two sets (the AVX-512 sum's order), or set
+ * -DAVX2_NV64=8 -DAVX2_S64=1 -DAVX2_NB64=1 for one block of 8 (bench/propagation.py compares). */
+#ifndef AVX2_NV64
+#define AVX2_NV64 4
+#define AVX2_S64 2
+#define AVX2_NB64 2
+#endif
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define VT __m256
+#define VW 8
+#define VZERO() _mm256_setzero_ps()
+#define VSET1(a) _mm256_set1_ps(a)
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps(p, v)
+#define VADD(a, b) _mm256_add_ps(a, b)
+#define VMUL(a, b) _mm256_mul_ps(a, b)
+#define VFMA(w, v, a) _mm256_fmadd_ps(w, v, a)
+FAMILY(avx2_, 2, 2, 1, 4, 2, 1, AVX2_NV64, AVX2_S64, AVX2_NB64, AVX2_NV64, AVX2_S64, 2 * AVX2_NB64)
+#pragma GCC pop_options
+#undef VT
+#undef VW
+#undef VZERO
+#undef VSET1
+#undef VLOAD
+#undef VSTORE
+#undef VADD
+#undef VMUL
+#undef VFMA
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+#define VT __m512
+#define VW 16
+#define VZERO() _mm512_setzero_ps()
+#define VSET1(a) _mm512_set1_ps(a)
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VADD(a, b) _mm512_add_ps(a, b)
+#define VMUL(a, b) _mm512_mul_ps(a, b)
+#define VFMA(w, v, a) _mm512_fmadd_ps(w, v, a)
+FAMILY(avx512_, 1, 2, 1, 2, 2, 1, 4, 2, 1, 8, 2, 1)
+#pragma GCC pop_options
+#endif
+
+/* Any other width, and every width off x86: the same sum with a run-time width (the compiler
+ * vectorises the inner loop; accumulators in memory). */
 #define GENERIC(NAME, IDX)                                                                     \
-    CLONES static void NAME(int64_t i0, int64_t i1, const int64_t *rows, int64_t row0,        \
-                            const void *crow_, const void *col_, const float *val,            \
-                            const uint8_t *keep, const int64_t *perm,                         \
-                            const float *x, int64_t col0, float *out, int64_t d, float alpha,  \
-                            int accumulate) {                                                 \
+    CLONES static void NAME(KERNEL_ARGS) {                                                    \
         const IDX *crow = crow_, *col = col_;                                                 \
         for (int64_t i = i0; i < i1; i++) {                                                   \
             const int64_t row = rows ? rows[i] : row0 + i;                                    \
@@ -97,29 +178,31 @@ typedef float v16 __attribute__((vector_size(64)));
         }                                                                                     \
     }
 
-KERNEL(csr32_16, int32_t, 1)
-KERNEL(csr32_32, int32_t, 2)
-KERNEL(csr32_64, int32_t, 4)
-KERNEL(csr32_128, int32_t, 8)
 GENERIC(csr32_any, int32_t)
-KERNEL(csr64_16, int64_t, 1)
-KERNEL(csr64_32, int64_t, 2)
-KERNEL(csr64_64, int64_t, 4)
-KERNEL(csr64_128, int64_t, 8)
 GENERIC(csr64_any, int64_t)
 
-typedef void (*kernel_fn)(int64_t, int64_t, const int64_t *, int64_t, const void *, const void *,
-                          const float *, const uint8_t *, const int64_t *, const float *, int64_t, float *,
-                          int64_t, float, int);
+typedef void (*kernel_fn)(KERNEL_ARGS);
+
+/* The instruction set the kernels use: 0 the generic loop, 1 SSE2, 2 AVX2+FMA, 3 AVX-512. Set to the
+ * best the CPU has when the module loads; set_isa lowers it (the tests run every copy). */
+static int isa = 0, best_isa = 0;
+
+#define ISA_CASE(PREFIX)                                                                       \
+    switch (d) {                                                                              \
+    case 16: return index_bits == 32 ? PREFIX##32_16 : PREFIX##64_16;                         \
+    case 32: return index_bits == 32 ? PREFIX##32_32 : PREFIX##64_32;                         \
+    case 64: return index_bits == 32 ? PREFIX##32_64 : PREFIX##64_64;                         \
+    case 128: return index_bits == 32 ? PREFIX##32_128 : PREFIX##64_128;                      \
+    default: break;                                                                           \
+    }
 
 static kernel_fn pick(int64_t d, int index_bits) {
-    switch (d) {
-    case 16: return index_bits == 32 ? csr32_16 : csr64_16;
-    case 32: return index_bits == 32 ? csr32_32 : csr64_32;
-    case 64: return index_bits == 32 ? csr32_64 : csr64_64;
-    case 128: return index_bits == 32 ? csr32_128 : csr64_128;
-    default: return index_bits == 32 ? csr32_any : csr64_any;
-    }
+#ifdef HAVE_X86
+    if (isa == 3) ISA_CASE(avx512_)
+    if (isa == 2) ISA_CASE(avx2_)
+    if (isa == 1) ISA_CASE(sse_)
+#endif
+    return index_bits == 32 ? csr32_any : csr64_any;
 }
 
 /* Rows in chunks of 64 handed out dynamically: degrees are power-law, so static halves would leave
@@ -172,37 +255,61 @@ static PyObject *csr_mm(PyObject *self, PyObject *args) {
  * g_rel part, added in chunk order afterwards, so the result does not depend on the threads. */
 #define LAYER_CHUNK 256
 
-CLONES static void layer_fwd_rows(int64_t i0, int64_t i1, int64_t d, const float *z, const float *rel,
-                                  const float *acc, const int16_t *bits, int threshold, float scale, float slope,
-                                  float *x, float *acc_out) {
+/* Branch-free inner loops over restrict pointers, one per case (dropout or not, which gradients),
+ * so that every clone vectorises them: with the tests inside the loop the AVX2 copy was scalar
+ * (branches on random dropout flags: 10 ns an element). setup.py adds -fno-trapping-math, without
+ * which GCC keeps `t > 0 ? t : t * slope` a branch outside AVX-512 (the product might trap). */
+CLONES static void layer_fwd_rows(int64_t i0, int64_t i1, int64_t d, const float *restrict z,
+                                  const float *restrict rel, const float *restrict acc,
+                                  const int16_t *restrict bits, int threshold, float scale, float slope,
+                                  float *restrict x, float *restrict acc_out) {
+    const int16_t th = (int16_t)threshold;
     for (int64_t i = i0; i < i1; i++) {
-        const float *zr = z + i * d, *ar = acc + i * d;
-        const int16_t *br = bits ? bits + i * d : 0;
-        float *xr = x + i * d, *or_ = acc_out + i * d;
-        for (int64_t k = 0; k < d; k++) {
-            const float t = zr[k] * rel[k];
-            float y = t > 0.0f ? t : t * slope;
-            if (br) y = br[k] < threshold ? y * scale : 0.0f;
-            xr[k] = y;
-            or_[k] = ar[k] + y;
+        const float *restrict zr = z + i * d, *restrict ar = acc + i * d;
+        float *restrict xr = x + i * d, *restrict or_ = acc_out + i * d;
+        if (bits) {
+            const int16_t *restrict br = bits + i * d;
+            for (int64_t k = 0; k < d; k++) {
+                const float t = zr[k] * rel[k];
+                const float y = (t > 0.0f ? t : t * slope) * (br[k] < th ? scale : 0.0f);
+                xr[k] = y;
+                or_[k] = ar[k] + y;
+            }
+        } else {
+            for (int64_t k = 0; k < d; k++) {
+                const float t = zr[k] * rel[k];
+                const float y = t > 0.0f ? t : t * slope;
+                xr[k] = y;
+                or_[k] = ar[k] + y;
+            }
         }
     }
 }
 
-CLONES static void layer_bwd_rows(int64_t i0, int64_t i1, int64_t d, const float *g_x, const float *g_acc,
-                                  const float *z, const float *rel, const int16_t *bits, int threshold, float scale,
-                                  float slope, float *g_z, float *g_rel_part) {
+CLONES static void layer_bwd_rows(int64_t i0, int64_t i1, int64_t d, const float *restrict g_x,
+                                  const float *restrict g_acc, const float *restrict z,
+                                  const float *restrict rel, const int16_t *restrict bits, int threshold,
+                                  float scale, float slope, float *restrict g_z, float *restrict g_rel_part) {
+    const int16_t th = (int16_t)threshold;
     for (int64_t k = 0; k < d; k++) g_rel_part[k] = 0.0f;
     for (int64_t i = i0; i < i1; i++) {
-        const float *zr = z + i * d;
-        const float *gx = g_x ? g_x + i * d : 0, *ga = g_acc ? g_acc + i * d : 0;
-        const int16_t *br = bits ? bits + i * d : 0;
-        float *gz = g_z + i * d;
+        const float *restrict zr = z + i * d;
+        float *restrict gz = g_z + i * d;
+        /* g = g_x + g_acc (either may be absent), into g_z first */
+        if (g_x && g_acc) {
+            const float *restrict gx = g_x + i * d, *restrict ga = g_acc + i * d;
+            for (int64_t k = 0; k < d; k++) gz[k] = gx[k] + ga[k];
+        } else {
+            const float *restrict g1 = (g_x ? g_x : g_acc) + i * d;
+            for (int64_t k = 0; k < d; k++) gz[k] = g1[k];
+        }
+        if (bits) {
+            const int16_t *restrict br = bits + i * d;
+            for (int64_t k = 0; k < d; k++) gz[k] *= br[k] < th ? scale : 0.0f;
+        }
         for (int64_t k = 0; k < d; k++) {
-            float g = gx && ga ? gx[k] + ga[k] : gx ? gx[k] : ga[k];
-            if (br) g = br[k] < threshold ? g * scale : 0.0f;
             const float t = zr[k] * rel[k];
-            const float gt = t > 0.0f ? g : g * slope;
+            const float gt = t > 0.0f ? gz[k] : gz[k] * slope;
             gz[k] = gt * rel[k];
             g_rel_part[k] += gt * zr[k];
         }
@@ -261,8 +368,29 @@ static PyObject *layer_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static const char *isa_names[] = {"generic", "SSE2", "AVX2+FMA", "AVX-512"};
+
+/* isa() -> (name, level, best level); set_isa(level): use that copy of the kernels (at most the best). */
+static PyObject *get_isa(PyObject *self, PyObject *args) {
+    return Py_BuildValue("(sii)", isa_names[isa], isa, best_isa);
+}
+
+static PyObject *set_isa(PyObject *self, PyObject *args) {
+    int level;
+    if (!PyArg_ParseTuple(args, "i", &level)) return NULL;
+    if (level < 0 || level > best_isa) {
+        PyErr_Format(PyExc_ValueError, "this CPU runs kernel levels 0..%d (%s); got %d", best_isa,
+                     isa_names[best_isa], level);
+        return NULL;
+    }
+    isa = level;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"csr_mm", csr_mm, METH_VARARGS, "CSR rows times a dense row-major float32 matrix (see graphrec/native.py)."},
+    {"isa", get_isa, METH_NOARGS, "The instruction set the product runs on: (name, level, best level)."},
+    {"set_isa", set_isa, METH_VARARGS, "Run the product on a lower level's copy (tests)."},
     {"layer_forward", layer_forward, METH_VARARGS, "A GCCF/LightGCN layer's elementwise forward (graphrec/native.py)."},
     {"layer_backward", layer_backward, METH_VARARGS, "Its backward (graphrec/native.py)."},
     {NULL, NULL, 0, NULL},
@@ -270,4 +398,12 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "graphrec._native", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__native(void) {
+#ifdef HAVE_X86
+    __builtin_cpu_init();
+    best_isa = __builtin_cpu_supports("avx512f") ? 3
+               : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 2 : 1;
+#endif
+    isa = best_isa;
+    return PyModule_Create(&module);
+}

@@ -50,11 +50,29 @@ def use(on: bool | None) -> None:
 
 
 def status() -> str:
-    """One line: which CPU product runs and why."""
+    """One line: which CPU product runs, on which instruction set, and why."""
     _load()
     if _forced is False:
         return "MKL product (compiled kernel turned off by graphrec.native.use(False))"
-    return f"compiled kernel ({_reason})" if _module is not None else f"MKL product: compiled kernel {_reason}"
+    if _module is None:
+        return f"MKL product: compiled kernel {_reason}"
+    return f"compiled kernel, {_module.isa()[0]} ({_reason})"
+
+
+def isa_levels() -> list[int]:
+    """The kernel copies this CPU runs: 0 the generic loop, 1 SSE2, 2 AVX2+FMA, 3 AVX-512 (x86);
+    [0] elsewhere, [] without the kernel."""
+    module = _load()
+    return [] if module is None else list(range(module.isa()[2] + 1))
+
+
+def use_isa(level: int | None) -> None:
+    """Run the product on the copy of ``level`` (at most the CPU's best; None: the best). For the
+    tests, which check every copy the machine can run, and for benchmarks."""
+    module = _load()
+    if module is None:
+        raise RuntimeError(status())
+    module.set_isa(module.isa()[2] if level is None else level)
 
 
 def csr_mm(crow: Tensor, col: Tensor, values: Tensor, x: Tensor, out: Tensor, *, row0: int = 0,
