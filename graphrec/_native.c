@@ -1,10 +1,11 @@
 /* graphrec's CPU sparse-dense product: out[r] = alpha * sum_p val[p] * x[col[p]] over CSR rows.
  *
- * Why hand-written: MKL's CSR product (torch's CPU path) runs 3-5x below what an AMD EPYC does with
- * AVX-512 (bench/propagation.py), and the product is half of a training step. Each output row is
- * summed in registers (the width is a compile-time constant for the common dims) and written once.
- * target_clones compiles the loop for AVX-512, AVX2+FMA and the baseline; the loader picks one at
- * run time, so a wheel built on one machine runs on another. Rows are spread over OpenMP threads
+ * Why hand-written: MKL's CSR product (torch's CPU path) runs 2-5x below what an AMD EPYC does
+ * (bench/propagation.py), and the product is half of a training step. Each output row is summed in
+ * registers (the width is a compile-time constant for the common dims) and written once. The
+ * product is compiled with intrinsics for AVX-512, AVX2+FMA and SSE2, the loop of the other
+ * kernels by target_clones; the CPU's best is picked when the module loads, so a wheel built on
+ * one machine runs on another. Rows are spread over OpenMP threads
  * (torch's own libgomp, already loaded, so there is one thread pool); the GIL is released.
  *
  * The caller (graphrec/native.py) checks shapes, dtypes and contiguity: this file trusts them.
