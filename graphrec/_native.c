@@ -369,6 +369,94 @@ static PyObject *layer_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* torch's CPU random stream, drawn here: keep_bits' full-range int64 draws (graphrec/adjacency.py).
+ * torch draws them one at a time through a locked, per-value generator call (about 5 ns a value on
+ * the EPYC here, a tenth of an HPMR step); this is the same Mersenne Twister (MT19937, the
+ * generator of torch.Generator on CPU) with its state read from and written back to the bytes of
+ * Generator.get_state(), the twist and tempering in loops the compiler vectorises. Each int64 is
+ * (first 32-bit output << 32) | second, as torch's random64(). graphrec/native.py checks against
+ * torch's own draws before it uses this, so a change in torch's layout turns it off, not wrong. */
+#define MT_N 624
+#define MT_M 397
+/* Offsets in the state bytes (CPUGeneratorImplStateLegacy's THGeneratorState): int left at 8,
+ * uint64 next at 16, uint64 state[624] from 24. */
+#define MT_LEFT 8
+#define MT_NEXT 16
+#define MT_STATE 24
+#define MT_BYTES (MT_STATE + 8 * MT_N)
+
+static inline uint32_t mt_twist(uint32_t u, uint32_t v) {
+    return (((u & 0x80000000u) | (v & 0x7fffffffu)) >> 1) ^ ((v & 1u) ? 0x9908b0dfu : 0u);
+}
+
+CLONES static void mt_next_state(uint32_t *restrict s) {
+    int i = 0;
+    for (; i < MT_N - MT_M; i++) s[i] = s[i + MT_M] ^ mt_twist(s[i], s[i + 1]);
+    for (; i < MT_N - 1; i++) s[i] = s[i + MT_M - MT_N] ^ mt_twist(s[i], s[i + 1]);
+    s[MT_N - 1] = s[MT_M - 1] ^ mt_twist(s[MT_N - 1], s[0]);
+}
+
+CLONES static void mt_temper(const uint32_t *restrict s, uint32_t *restrict out, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        uint32_t y = s[k];
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c5680u;
+        y ^= (y << 15) & 0xefc60000u;
+        y ^= y >> 18;
+        out[k] = y;
+    }
+}
+
+/* mt_draw(state, out, n): n int64 draws into out (addresses as ints), advancing the state bytes. */
+static PyObject *mt_draw(PyObject *self, PyObject *args) {
+    long long st_p, out_p, n;
+    if (!PyArg_ParseTuple(args, "LLL", &st_p, &out_p, &n)) return NULL;
+    uint8_t *st = (uint8_t *)(intptr_t)st_p;
+    uint32_t s[MT_N];
+    int32_t left;
+    uint64_t next, word;
+    memcpy(&left, st + MT_LEFT, sizeof left);
+    memcpy(&next, st + MT_NEXT, sizeof next);
+    for (int i = 0; i < MT_N; i++) {
+        memcpy(&word, st + MT_STATE + 8 * i, sizeof word);
+        s[i] = (uint32_t)word;
+    }
+    if (left < 1 || next + (uint64_t)left > MT_N + 1) {  /* s[next .. next+left-2] must be inside s */
+        PyErr_SetString(PyExc_ValueError, "not a Mersenne Twister state");
+        return NULL;
+    }
+    uint32_t *out = (uint32_t *)(intptr_t)out_p;
+    uint64_t *out64 = (uint64_t *)(intptr_t)out_p;
+    Py_BEGIN_ALLOW_THREADS
+    /* torch's engine: each output decrements left and twists when it reaches 0 (then left = 624,
+     * next = 0), then returns tempered s[next++]. So left - 1 outputs are there before a twist. */
+    int64_t done = 0, total = 2 * (int64_t)n;
+    while (done < total) {
+        int64_t avail = (int64_t)left - 1;
+        if (avail == 0) {
+            mt_next_state(s);
+            left = MT_N + 1;
+            next = 0;
+            continue;
+        }
+        const int64_t take = avail < total - done ? avail : total - done;
+        mt_temper(s + next, out + done, take);
+        next += (uint64_t)take;
+        left -= (int32_t)take;
+        done += take;
+    }
+    /* the first output of each pair is the high half */
+    for (int64_t k = 0; k < n; k++) out64[k] = (out64[k] << 32) | (out64[k] >> 32);
+    Py_END_ALLOW_THREADS
+    memcpy(st + MT_LEFT, &left, sizeof left);
+    memcpy(st + MT_NEXT, &next, sizeof next);
+    for (int i = 0; i < MT_N; i++) {
+        word = s[i];
+        memcpy(st + MT_STATE + 8 * i, &word, sizeof word);
+    }
+    Py_RETURN_NONE;
+}
+
 static const char *isa_names[] = {"generic", "SSE2", "AVX2+FMA", "AVX-512"};
 
 /* isa() -> (name, level, best level); set_isa(level): use that copy of the kernels (at most the best). */
@@ -390,6 +478,7 @@ static PyObject *set_isa(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"csr_mm", csr_mm, METH_VARARGS, "CSR rows times a dense row-major float32 matrix (see graphrec/native.py)."},
+    {"mt_draw", mt_draw, METH_VARARGS, "n full-range int64 draws of torch's CPU generator from its state bytes."},
     {"isa", get_isa, METH_NOARGS, "The instruction set the product runs on: (name, level, best level)."},
     {"set_isa", set_isa, METH_VARARGS, "Run the product on a lower level's copy (tests)."},
     {"layer_forward", layer_forward, METH_VARARGS, "A GCCF/LightGCN layer's elementwise forward (graphrec/native.py)."},

@@ -55,9 +55,11 @@ def keep_bits(n: int, device: torch.device | str | None = None,
               generator: torch.Generator | None = None) -> Tensor:
     """n uniform int16 draws, four from each 64-bit draw: ~4x fewer random draws than torch.rand
     and ~10x faster than torch.bernoulli_ on CPU (dropout masks were a tenth of an HPMR step).
-    ``bits < keep_threshold(keep)`` is a Bernoulli(keep) mask; the compiled layer reads the bits."""
+    ``bits < keep_threshold(keep)`` is a Bernoulli(keep) mask; the compiled layer reads the bits.
+    On CPU the compiled kernel draws them (torch's own stream, ~4x faster than random_)."""
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-    bits.random_(-(2**63), None, generator=generator)
+    if not native.random_int64(bits, generator):  # the same draws, compiled (CPU)
+        bits.random_(-(2**63), None, generator=generator)
     return bits.view(torch.int16)[:n]
 
 

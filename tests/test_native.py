@@ -299,3 +299,38 @@ def test_the_compiled_layer_equals_the_torch_ops_bitwise_forward_and_closely_bac
         assert 0.15 < dropped < 0.25
     for a, b in zip(got[2:], want[2:]):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("explicit", [False, True])
+def test_compiled_draws_are_torchs_stream_and_leave_the_generator_where_torch_would(explicit):
+    """keep_bits draws through the compiled Mersenne Twister: the same int16s as torch's random_,
+    across twists (624 outputs each), odd starts and many calls, and the same draws afterwards."""
+    from graphrec.adjacency import keep_bits
+
+    def run():
+        gen = torch.Generator().manual_seed(42) if explicit else None
+        if not explicit:
+            torch.manual_seed(42)
+        torch.rand(3, generator=gen)  # start mid-block
+        bits = [keep_bits(n, generator=gen) for n in (1, 2, 3, 311, 312, 5000, 1, 250_001)]
+        return bits, torch.rand(5, generator=gen), torch.randint(0, 10**6, (7,), generator=gen)
+
+    got = run()
+    native.use(False)
+    try:
+        want = run()
+    finally:
+        native.use(None)
+    assert native.random_int64(torch.empty(4, dtype=torch.int64), None)  # the compiled path ran
+    for a, b in zip(got[0], want[0]):
+        assert a.dtype == torch.int16 and torch.equal(a, b)
+    assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+    # the flags are fair: keep 0.9 keeps 90%
+    from graphrec.adjacency import keep_threshold
+    assert abs((got[0][-1] < keep_threshold(0.9)).float().mean().item() - 0.9) < 0.003
+
+
+def test_compiled_draws_decline_what_they_do_not_cover():
+    assert not native.random_int64(torch.empty(4, dtype=torch.int32), None)
+    assert not native.random_int64(torch.empty(8, dtype=torch.int64)[::2], None)
