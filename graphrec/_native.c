@@ -42,7 +42,7 @@
  * which the macro is expanded; intrinsics, not GCC's generic vectors: a 64-byte generic vector in a
  * target_clones copy was split into SSE pieces through the stack (4x slower on an AVX2 EPYC). */
 #define BLOCK_KERNEL(NAME, IDX, NV, SETS, NB)                                                 \
-    static void NAME(KERNEL_ARGS) {                                                           \
+    VTARGET static void NAME(KERNEL_ARGS) {                                                   \
         const IDX *crow = crow_, *col = col_;                                                 \
         const VT va = VSET1(alpha);                                                           \
         (void)d;                                                                              \
@@ -96,7 +96,9 @@
 #include <immintrin.h>
 #define HAVE_X86 1
 
-/* The baseline: SSE2, 4 floats a vector, no fused multiply-add. */
+/* The baseline: SSE2, 4 floats a vector, no fused multiply-add. VTARGET is each copy's target
+ * attribute (a function attribute, which GCC and clang both take for intrinsics). */
+#define VTARGET
 #define VT __m128
 #define VW 4
 #define VZERO() _mm_setzero_ps()
@@ -107,6 +109,7 @@
 #define VMUL(a, b) _mm_mul_ps(a, b)
 #define VFMA(w, v, a) _mm_add_ps(_mm_mul_ps(w, v), a)
 FAMILY(sse_, 4, 2, 1, 4, 2, 2, 4, 2, 4, 4, 2, 8)
+#undef VTARGET
 #undef VT
 #undef VW
 #undef VZERO
@@ -124,8 +127,7 @@ FAMILY(sse_, 4, 2, 1, 4, 2, 2, 4, 2, 4, 4, 2, 8)
 #define AVX2_S64 2
 #define AVX2_NB64 2
 #endif
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#define VTARGET __attribute__((target("avx2,fma")))
 #define VT __m256
 #define VW 8
 #define VZERO() _mm256_setzero_ps()
@@ -136,7 +138,7 @@ FAMILY(sse_, 4, 2, 1, 4, 2, 2, 4, 2, 4, 4, 2, 8)
 #define VMUL(a, b) _mm256_mul_ps(a, b)
 #define VFMA(w, v, a) _mm256_fmadd_ps(w, v, a)
 FAMILY(avx2_, 2, 2, 1, 4, 2, 1, AVX2_NV64, AVX2_S64, AVX2_NB64, AVX2_NV64, AVX2_S64, 2 * AVX2_NB64)
-#pragma GCC pop_options
+#undef VTARGET
 #undef VT
 #undef VW
 #undef VZERO
@@ -147,8 +149,7 @@ FAMILY(avx2_, 2, 2, 1, 4, 2, 1, AVX2_NV64, AVX2_S64, AVX2_NB64, AVX2_NV64, AVX2_
 #undef VMUL
 #undef VFMA
 
-#pragma GCC push_options
-#pragma GCC target("avx512f")
+#define VTARGET __attribute__((target("avx512f")))
 #define VT __m512
 #define VW 16
 #define VZERO() _mm512_setzero_ps()
@@ -159,7 +160,6 @@ FAMILY(avx2_, 2, 2, 1, 4, 2, 1, AVX2_NV64, AVX2_S64, AVX2_NB64, AVX2_NV64, AVX2_
 #define VMUL(a, b) _mm512_mul_ps(a, b)
 #define VFMA(w, v, a) _mm512_fmadd_ps(w, v, a)
 FAMILY(avx512_, 1, 2, 1, 2, 2, 1, 4, 2, 1, 8, 2, 1)
-#pragma GCC pop_options
 #endif
 
 /* Any other width, and every width off x86: the same sum with a run-time width (the compiler
