@@ -23,9 +23,10 @@
 #define CLONES
 #endif
 
-/* A nonzero's weight: its value, times its keep flag (0 or 1) when an edge-dropout mask is given;
- * the transpose reads the flag through perm. Applying the mask here spares the two passes over
- * all nonzeros that a dropped copy of the values took per direction and step. */
+/* A nonzero's weight: its value, times its keep flag (0 or 1) when an edge-dropout mask is given,
+ * read at perm[p] when perm is given (graphrec passes the transpose's mask already gathered into
+ * its order). Applying the mask here spares the two passes over all nonzeros that a dropped copy
+ * of the values took per direction and step. */
 #define WEIGHT(p) (keep ? val[p] * (float)keep[perm ? perm[p] : (p)] : val[p])
 
 #define KERNEL_ARGS                                                                            \

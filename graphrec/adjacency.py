@@ -380,8 +380,9 @@ def _native_product(adj: SparseAdj, x: Tensor, transposed: bool, rows: tuple[int
     ``_rows_reading`` that the rows reading them read nothing else)."""
     drop = {}
     if adj._base is not None and adj._matrix is None:
-        # An edge-dropout copy: the kernel reads the base values and the mask (through perm for the
-        # transpose) instead of a masked copy of every value per direction; 1/keep rides on alpha.
+        # An edge-dropout copy: the kernel reads the base values and the mask (for the transpose in
+        # its order, gathered once) instead of a masked copy of every value per direction; 1/keep
+        # rides on alpha.
         csr = adj._base.transpose if transposed else adj._base.matrix
         drop = {"keep": adj.transposed_mask if transposed else adj._mask, "alpha": adj._scale}
     else:
