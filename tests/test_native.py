@@ -33,6 +33,16 @@ def mkl():
     native.use(None)
 
 
+def compiled_then_mkl(run, *args):
+    """``run(*args)`` on the compiled kernel, then on MKL's product and torch's draws: (got, want)."""
+    got = run(*args)
+    native.use(False)
+    try:
+        return got, run(*args)
+    finally:
+        native.use(None)
+
+
 def graph(n_users: int = 150, n_items: int = 90, n_edges: int = 1500, seed: int = 0) -> SparseAdj:
     rng = np.random.default_rng(seed)
     keys = rng.choice(n_users * n_items, size=n_edges, replace=False)
@@ -100,12 +110,7 @@ def test_spmm_and_its_gradient_equal_mkls_for_every_row_span_and_with_dropout(ro
     base = graph()
     adj = base.dropout(keep, torch.Generator().manual_seed(3))
     x = torch.randn(base.shape[1], 64)
-    y, gx = _forward_backward(adj, x, rows)
-    native.use(False)
-    try:
-        y_mkl, gx_mkl = _forward_backward(adj, x, rows)
-    finally:
-        native.use(None)
+    (y, gx), (y_mkl, gx_mkl) = compiled_then_mkl(_forward_backward, adj, x, rows)
     assert torch.allclose(y, y_mkl, atol=1e-5) and torch.allclose(gx, gx_mkl, atol=1e-5)
     # and both against the dense product
     a = dense(adj)
@@ -138,12 +143,7 @@ def test_attention_and_scattered_rows_equal_mkls():
         (out.square().sum() + part.sum()).backward()
         return out.detach(), part.detach(), q.grad.clone(), x.grad.clone()
 
-    got = run()
-    native.use(False)
-    try:
-        want = run()
-    finally:
-        native.use(None)
+    got, want = compiled_then_mkl(run)
     for a, b in zip(got, want):
         assert torch.allclose(a, b, atol=1e-5)
 
@@ -196,12 +196,7 @@ def _step(name: str, params, s: snap.Snapshot) -> tuple[float, dict[str, torch.T
 def test_a_training_step_has_the_same_loss_and_gradients_on_either_product(name, params):
     s = random_log()
     p = get_model(name).params(**params)
-    loss, grads = _step(name, p, s)
-    native.use(False)
-    try:
-        loss_mkl, grads_mkl = _step(name, p, s)
-    finally:
-        native.use(None)
+    (loss, grads), (loss_mkl, grads_mkl) = compiled_then_mkl(_step, name, p, s)
     assert loss == pytest.approx(loss_mkl, rel=1e-5)
     assert grads.keys() == grads_mkl.keys() and grads
     for k in grads:
@@ -287,12 +282,7 @@ def test_the_compiled_layer_equals_the_torch_ops_bitwise_forward_and_closely_bac
     rows = torch.tensor([5, 699, 0, 300] + list(range(400, 700))) if restricted else None
     m = n if rows is None else rows.numel()
     z, rel, acc = torch.randn(m, d), torch.randn(d), torch.randn(m, d)
-    got = _layer_run(z, rel, acc, slope, rate, rows, n)
-    native.use(False)
-    try:
-        want = _layer_run(z, rel, acc, slope, rate, rows, n)
-    finally:
-        native.use(None)
+    got, want = compiled_then_mkl(_layer_run, z, rel, acc, slope, rate, rows, n)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])  # the same mask, the same floats
     if rate:
         dropped = (got[0] == 0).float().mean()
@@ -316,12 +306,7 @@ def test_compiled_draws_are_torchs_stream_and_leave_the_generator_where_torch_wo
         bits = [keep_bits(n, generator=gen) for n in (1, 2, 3, 311, 312, 5000, 1, 250_001)]
         return bits, torch.rand(5, generator=gen), torch.randint(0, 10**6, (7,), generator=gen)
 
-    got = run()
-    native.use(False)
-    try:
-        want = run()
-    finally:
-        native.use(None)
+    got, want = compiled_then_mkl(run)
     assert native.random_int64(torch.empty(4, dtype=torch.int64), None)  # the compiled path ran
     for a, b in zip(got[0], want[0]):
         assert a.dtype == torch.int16 and torch.equal(a, b)
