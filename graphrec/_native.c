@@ -39,87 +39,99 @@
  * (one accumulator set each), and written once. Blocks keep the accumulators within the register
  * file: an AVX2 row of 64 floats in one block would need all 16 registers for two sets. The sum per
  * column is the same in every ISA's copy with the same SETS: alternate nonzeros into the sets, add
- * the sets, times alpha. VT/VLOAD/... are the vector type and intrinsics of the region (below) in
- * which the macro is expanded; intrinsics, not GCC's generic vectors: a 64-byte generic vector in a
+ * the sets, times alpha. VT_I, VLOAD_I, ... are the vector type and intrinsics of instruction set
+ * I (below); intrinsics, not GCC's generic vectors: a 64-byte generic vector in a
  * target_clones copy was split into SSE pieces through the stack (4x slower on an AVX2 EPYC). */
-#define BLOCK_KERNEL(NAME, IDX, NV, SETS, NB)                                                 \
-    VTARGET static void NAME(KERNEL_ARGS) {                                                   \
-        const IDX *crow = crow_, *col = col_;                                                 \
-        const VT va = VSET1(alpha);                                                           \
-        (void)d;                                                                              \
-        for (int64_t i = i0; i < i1; i++) {                                                   \
-            const int64_t row = rows ? rows[i] : row0 + i;                                    \
-            const int64_t start = crow[row], end = crow[row + 1];                             \
-            for (int blk = 0; blk < NB; blk++) {                                              \
-                const int64_t off = (int64_t)blk * (VW * NV);                                 \
-                float *o = out + i * (VW * NV * NB) + off;                                    \
-                VT acc[SETS][NV];                                                             \
-                _Pragma("GCC unroll 4") for (int s = 0; s < SETS; s++)                        \
-                _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) acc[s][k] = VZERO();     \
-                int64_t p = start;                                                            \
-                for (; p + SETS <= end; p += SETS) {                                          \
-                    _Pragma("GCC unroll 4") for (int s = 0; s < SETS; s++) {                  \
-                        const float *r = x + ((int64_t)col[p + s] - col0) * (VW * NV * NB) + off; \
-                        const VT w = VSET1(WEIGHT(p + s));                                    \
-                        _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++)                  \
-                            acc[s][k] = VFMA(w, VLOAD(r + VW * k), acc[s][k]);                \
-                    }                                                                         \
-                }                                                                             \
-                for (; p < end; p++) {                                                        \
-                    const float *r = x + ((int64_t)col[p] - col0) * (VW * NV * NB) + off;     \
-                    const VT w = VSET1(WEIGHT(p));                                            \
-                    _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++)                      \
-                        acc[0][k] = VFMA(w, VLOAD(r + VW * k), acc[0][k]);                    \
-                }                                                                             \
-                _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) {                        \
-                    VT t = acc[0][k];                                                         \
-                    _Pragma("GCC unroll 4") for (int s = 1; s < SETS; s++) t = VADD(t, acc[s][k]); \
-                    t = VMUL(va, t);                                                          \
-                    if (accumulate) t = VADD(t, VLOAD(o + VW * k));                           \
-                    VSTORE(o + VW * k, t);                                                    \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
+#define BLOCK_KERNEL(I, NAME, IDX, NV, SETS, NB)                                               \
+    VTARGET_##I static void NAME(KERNEL_ARGS) {                                                \
+        const IDX *crow = crow_, *col = col_;                                                  \
+        const VT_##I va = VSET1_##I(alpha);                                                    \
+        (void)d;                                                                               \
+        for (int64_t i = i0; i < i1; i++) {                                                    \
+            const int64_t row = rows ? rows[i] : row0 + i;                                     \
+            const int64_t start = crow[row], end = crow[row + 1];                              \
+            for (int blk = 0; blk < NB; blk++) {                                               \
+                const int64_t off = (int64_t)blk * (VW_##I * NV);                              \
+                float *o = out + i * (VW_##I * NV * NB) + off;                                 \
+                VT_##I acc[SETS][NV];                                                          \
+                _Pragma("GCC unroll 4") for (int s = 0; s < SETS; s++)                         \
+                _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) acc[s][k] = VZERO_##I();  \
+                int64_t p = start;                                                             \
+                for (; p + SETS <= end; p += SETS) {                                           \
+                    _Pragma("GCC unroll 4") for (int s = 0; s < SETS; s++) {                   \
+                        const float *r = x + ((int64_t)col[p + s] - col0) * (VW_##I * NV * NB) + off; \
+                        const VT_##I w = VSET1_##I(WEIGHT(p + s));                             \
+                        _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++)                   \
+                            acc[s][k] = VFMA_##I(w, VLOAD_##I(r + VW_##I * k), acc[s][k]);     \
+                    }                                                                          \
+                }                                                                              \
+                for (; p < end; p++) {                                                         \
+                    const float *r = x + ((int64_t)col[p] - col0) * (VW_##I * NV * NB) + off;  \
+                    const VT_##I w = VSET1_##I(WEIGHT(p));                                     \
+                    _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++)                       \
+                        acc[0][k] = VFMA_##I(w, VLOAD_##I(r + VW_##I * k), acc[0][k]);         \
+                }                                                                              \
+                _Pragma("GCC unroll 8") for (int k = 0; k < NV; k++) {                         \
+                    VT_##I t = acc[0][k];                                                      \
+                    _Pragma("GCC unroll 4") for (int s = 1; s < SETS; s++) t = VADD_##I(t, acc[s][k]); \
+                    t = VMUL_##I(va, t);                                                       \
+                    if (accumulate) t = VADD_##I(t, VLOAD_##I(o + VW_##I * k));                \
+                    VSTORE_##I(o + VW_##I * k, t);                                             \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
     }
 
-/* One family per index width: rows of 16, 32, 64 and 128 floats. */
-#define FAMILY(PREFIX, NV16, S16, NB16, NV32, S32, NB32, NV64, S64, NB64, NV128, S128, NB128) \
-    BLOCK_KERNEL(PREFIX##32_16, int32_t, NV16, S16, NB16)                                     \
-    BLOCK_KERNEL(PREFIX##32_32, int32_t, NV32, S32, NB32)                                     \
-    BLOCK_KERNEL(PREFIX##32_64, int32_t, NV64, S64, NB64)                                     \
-    BLOCK_KERNEL(PREFIX##32_128, int32_t, NV128, S128, NB128)                                 \
-    BLOCK_KERNEL(PREFIX##64_16, int64_t, NV16, S16, NB16)                                     \
-    BLOCK_KERNEL(PREFIX##64_32, int64_t, NV32, S32, NB32)                                     \
-    BLOCK_KERNEL(PREFIX##64_64, int64_t, NV64, S64, NB64)                                     \
-    BLOCK_KERNEL(PREFIX##64_128, int64_t, NV128, S128, NB128)
+/* One family per index width: rows of 16, 32, 64 and 128 floats, named I_32_16 ... I_64_128. */
+#define FAMILY(I, NV16, S16, NB16, NV32, S32, NB32, NV64, S64, NB64, NV128, S128, NB128)       \
+    BLOCK_KERNEL(I, I##_32_16, int32_t, NV16, S16, NB16)                                      \
+    BLOCK_KERNEL(I, I##_32_32, int32_t, NV32, S32, NB32)                                      \
+    BLOCK_KERNEL(I, I##_32_64, int32_t, NV64, S64, NB64)                                      \
+    BLOCK_KERNEL(I, I##_32_128, int32_t, NV128, S128, NB128)                                  \
+    BLOCK_KERNEL(I, I##_64_16, int64_t, NV16, S16, NB16)                                      \
+    BLOCK_KERNEL(I, I##_64_32, int64_t, NV32, S32, NB32)                                      \
+    BLOCK_KERNEL(I, I##_64_64, int64_t, NV64, S64, NB64)                                      \
+    BLOCK_KERNEL(I, I##_64_128, int64_t, NV128, S128, NB128)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_X86 1
 
-/* The baseline: SSE2, 4 floats a vector, no fused multiply-add. VTARGET is each copy's target
- * attribute (a function attribute, which GCC and clang both take for intrinsics). */
-#define VTARGET
-#define VT __m128
-#define VW 4
-#define VZERO() _mm_setzero_ps()
-#define VSET1(a) _mm_set1_ps(a)
-#define VLOAD(p) _mm_loadu_ps(p)
-#define VSTORE(p, v) _mm_storeu_ps(p, v)
-#define VADD(a, b) _mm_add_ps(a, b)
-#define VMUL(a, b) _mm_mul_ps(a, b)
-#define VFMA(w, v, a) _mm_add_ps(_mm_mul_ps(w, v), a)
-FAMILY(sse_, 4, 2, 1, 4, 2, 2, 4, 2, 4, 4, 2, 8)
-#undef VTARGET
-#undef VT
-#undef VW
-#undef VZERO
-#undef VSET1
-#undef VLOAD
-#undef VSTORE
-#undef VADD
-#undef VMUL
-#undef VFMA
+/* Each instruction set's vector type, width and intrinsics; VTARGET_I is its target attribute (a
+ * function attribute, which GCC and clang both take for intrinsics). The baseline: SSE2, 4 floats
+ * a vector, no fused multiply-add. */
+#define VTARGET_sse
+#define VT_sse __m128
+#define VW_sse 4
+#define VZERO_sse() _mm_setzero_ps()
+#define VSET1_sse(a) _mm_set1_ps(a)
+#define VLOAD_sse(p) _mm_loadu_ps(p)
+#define VSTORE_sse(p, v) _mm_storeu_ps(p, v)
+#define VADD_sse(a, b) _mm_add_ps(a, b)
+#define VMUL_sse(a, b) _mm_mul_ps(a, b)
+#define VFMA_sse(w, v, a) _mm_add_ps(_mm_mul_ps(w, v), a)
+
+#define VTARGET_avx2 __attribute__((target("avx2,fma")))
+#define VT_avx2 __m256
+#define VW_avx2 8
+#define VZERO_avx2() _mm256_setzero_ps()
+#define VSET1_avx2(a) _mm256_set1_ps(a)
+#define VLOAD_avx2(p) _mm256_loadu_ps(p)
+#define VSTORE_avx2(p, v) _mm256_storeu_ps(p, v)
+#define VADD_avx2(a, b) _mm256_add_ps(a, b)
+#define VMUL_avx2(a, b) _mm256_mul_ps(a, b)
+#define VFMA_avx2(w, v, a) _mm256_fmadd_ps(w, v, a)
+
+#define VTARGET_avx512 __attribute__((target("avx512f")))
+#define VT_avx512 __m512
+#define VW_avx512 16
+#define VZERO_avx512() _mm512_setzero_ps()
+#define VSET1_avx512(a) _mm512_set1_ps(a)
+#define VLOAD_avx512(p) _mm512_loadu_ps(p)
+#define VSTORE_avx512(p, v) _mm512_storeu_ps(p, v)
+#define VADD_avx512(a, b) _mm512_add_ps(a, b)
+#define VMUL_avx512(a, b) _mm512_mul_ps(a, b)
+#define VFMA_avx512(w, v, a) _mm512_fmadd_ps(w, v, a)
 
 /* AVX2 rows of 64 floats: two blocks of 4 vectors with two sets (the AVX-512 sum's order), or set
  * -DAVX2_NV64=8 -DAVX2_S64=1 -DAVX2_NB64=1 for one block of 8 (bench/propagation.py compares). */
@@ -128,39 +140,9 @@ FAMILY(sse_, 4, 2, 1, 4, 2, 2, 4, 2, 4, 4, 2, 8)
 #define AVX2_S64 2
 #define AVX2_NB64 2
 #endif
-#define VTARGET __attribute__((target("avx2,fma")))
-#define VT __m256
-#define VW 8
-#define VZERO() _mm256_setzero_ps()
-#define VSET1(a) _mm256_set1_ps(a)
-#define VLOAD(p) _mm256_loadu_ps(p)
-#define VSTORE(p, v) _mm256_storeu_ps(p, v)
-#define VADD(a, b) _mm256_add_ps(a, b)
-#define VMUL(a, b) _mm256_mul_ps(a, b)
-#define VFMA(w, v, a) _mm256_fmadd_ps(w, v, a)
-FAMILY(avx2_, 2, 2, 1, 4, 2, 1, AVX2_NV64, AVX2_S64, AVX2_NB64, AVX2_NV64, AVX2_S64, 2 * AVX2_NB64)
-#undef VTARGET
-#undef VT
-#undef VW
-#undef VZERO
-#undef VSET1
-#undef VLOAD
-#undef VSTORE
-#undef VADD
-#undef VMUL
-#undef VFMA
-
-#define VTARGET __attribute__((target("avx512f")))
-#define VT __m512
-#define VW 16
-#define VZERO() _mm512_setzero_ps()
-#define VSET1(a) _mm512_set1_ps(a)
-#define VLOAD(p) _mm512_loadu_ps(p)
-#define VSTORE(p, v) _mm512_storeu_ps(p, v)
-#define VADD(a, b) _mm512_add_ps(a, b)
-#define VMUL(a, b) _mm512_mul_ps(a, b)
-#define VFMA(w, v, a) _mm512_fmadd_ps(w, v, a)
-FAMILY(avx512_, 1, 2, 1, 2, 2, 1, 4, 2, 1, 8, 2, 1)
+FAMILY(sse, 4, 2, 1, 4, 2, 2, 4, 2, 4, 4, 2, 8)
+FAMILY(avx2, 2, 2, 1, 4, 2, 1, AVX2_NV64, AVX2_S64, AVX2_NB64, AVX2_NV64, AVX2_S64, 2 * AVX2_NB64)
+FAMILY(avx512, 1, 2, 1, 2, 2, 1, 4, 2, 1, 8, 2, 1)
 #endif
 
 /* Any other width, and every width off x86: the same sum with a run-time width (the compiler
@@ -191,18 +173,18 @@ static int isa = 0, best_isa = 0;
 
 #define ISA_CASE(PREFIX)                                                                       \
     switch (d) {                                                                              \
-    case 16: return index_bits == 32 ? PREFIX##32_16 : PREFIX##64_16;                         \
-    case 32: return index_bits == 32 ? PREFIX##32_32 : PREFIX##64_32;                         \
-    case 64: return index_bits == 32 ? PREFIX##32_64 : PREFIX##64_64;                         \
-    case 128: return index_bits == 32 ? PREFIX##32_128 : PREFIX##64_128;                      \
+    case 16: return index_bits == 32 ? PREFIX##_32_16 : PREFIX##_64_16;                       \
+    case 32: return index_bits == 32 ? PREFIX##_32_32 : PREFIX##_64_32;                       \
+    case 64: return index_bits == 32 ? PREFIX##_32_64 : PREFIX##_64_64;                       \
+    case 128: return index_bits == 32 ? PREFIX##_32_128 : PREFIX##_64_128;                    \
     default: break;                                                                           \
     }
 
 static kernel_fn pick(int64_t d, int index_bits) {
 #ifdef HAVE_X86
-    if (isa == 3) ISA_CASE(avx512_)
-    if (isa == 2) ISA_CASE(avx2_)
-    if (isa == 1) ISA_CASE(sse_)
+    if (isa == 3) ISA_CASE(avx512)
+    if (isa == 2) ISA_CASE(avx2)
+    if (isa == 1) ISA_CASE(sse)
 #endif
     return index_bits == 32 ? csr32_any : csr64_any;
 }
